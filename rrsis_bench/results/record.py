@@ -1,0 +1,301 @@
+"""The run record (``record.json``): one JSON document per run, the only source of leaderboards.
+
+The trainer writes it on rank 0 with :func:`build_record` + :func:`write_record`; the leaderboard
+reads records back with :func:`load_records`. Field layout (schema version 1)::
+
+    schema_version, status ("complete" | "failed" | "running"), task ("run" | "eval"), run_id,
+    created (ISO-8601 UTC), config_hash, group_hash, config, method {name, source_dist,
+    dist_version, description, num_params}, data {name, split, num_samples, manifest_sha256},
+    selection {split, metric, best_epoch, metrics}, seed, code, environment, hardware,
+    timing {wall_s, train_s, eval_s, epochs, steps, train_samples_per_s, peak_memory_mb},
+    metrics {oIoU, mIoU, Pr@0.5 ... Pr@0.9}, artifacts {per_sample, checkpoint, train_log}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from rrsis_bench.io import atomic_write_json
+from rrsis_bench.metrics import METRIC_KEYS
+from rrsis_bench.results.provenance import code_version, environment, hardware
+
+SCHEMA_VERSION = 1
+RECORD_FILE = "record.json"
+STATUSES = ("complete", "failed", "running")
+TASKS = ("run", "eval")
+SEED_KEY = "seed"
+#: Key that :func:`load_records` adds to each record: the file it was read from (never written).
+RECORD_PATH_KEY = "record_path"
+
+#: Config keys (top-level or dotted) left out of the config hash, with the reason for each.
+#: They say where or how a run executes, not what it computes, so two runs that differ only
+#: here must land in the same leaderboard row.
+VOLATILE_KEYS: dict[str, str] = {
+    "hydra": "Hydra runtime settings (output folder, job name, launcher, sweep bookkeeping).",
+    "paths": "machine-specific folders for data, outputs and caches.",
+    "resume": "continuing an interrupted run must not change its identity.",
+    "data.root": "where the dataset sits on disk; the data itself is pinned by data.manifest_sha256.",
+    "trainer.device": "cpu/cuda choice; the record's hardware block says what actually ran.",
+    "trainer.num_workers": "data-loader parallelism; it does not change which samples are drawn.",
+    "trainer.progress": "progress-bar display only.",
+    "checkpoint": "a checkpoint file path on this machine; the evaluated model is identified by its own record.",
+}
+
+_FIELD_ORDER = (
+    "schema_version",
+    "status",
+    "task",
+    "run_id",
+    "created",
+    "config_hash",
+    "group_hash",
+    "config",
+    "method",
+    "data",
+    "selection",
+    "seed",
+    "code",
+    "environment",
+    "hardware",
+    "timing",
+    "metrics",
+    "artifacts",
+)
+_REQUIRED_FIELDS = (
+    "schema_version",
+    "status",
+    "task",
+    "run_id",
+    "created",
+    "config_hash",
+    "group_hash",
+    "config",
+    "method",
+    "data",
+    "seed",
+)
+_REQUIRED_NESTED = {"method": ("name",), "data": ("name", "split")}
+
+
+class SkippedRecord(NamedTuple):
+    """A record file that :func:`load_records` read but did not return, and why."""
+
+    path: Path
+    reason: str
+
+
+class LoadedRecords(NamedTuple):
+    """Complete records (each with ``record_path`` added) and the files skipped, with reasons."""
+
+    records: list[dict[str, Any]]
+    skipped: list[SkippedRecord]
+
+
+def _without_key(config: Mapping[str, Any], dotted: str) -> dict[str, Any]:
+    """A copy of ``config`` without the (possibly nested) key ``dotted``; absent keys are fine."""
+    head, _, rest = dotted.partition(".")
+    if head not in config:
+        return dict(config)
+    if not rest:
+        return {key: value for key, value in config.items() if key != head}
+    child = config[head]
+    if not isinstance(child, Mapping):
+        return dict(config)
+    return {**config, head: _without_key(child, rest)}
+
+
+def _canonical_json(obj: Any) -> str:
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except TypeError as err:
+        raise ValueError(
+            f"The config is not plain JSON data ({err}); resolve it first, e.g. "
+            "OmegaConf.to_container(cfg, resolve=True)."
+        ) from err
+
+
+def canonical_config(config: Mapping[str, Any], *, include_seed: bool = True) -> dict[str, Any]:
+    """The part of ``config`` that identifies a run: a copy without :data:`VOLATILE_KEYS` (and the seed)."""
+    if not isinstance(config, Mapping):
+        raise ValueError(
+            f"config must be a mapping, got {type(config).__name__}; pass the resolved config dict."
+        )
+    cleaned: dict[str, Any] = dict(config)
+    for key in (*VOLATILE_KEYS, *(() if include_seed else (SEED_KEY,))):
+        cleaned = _without_key(cleaned, key)
+    return cleaned
+
+
+def config_hash(config: Mapping[str, Any], *, include_seed: bool = True) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``config`` without :data:`VOLATILE_KEYS`.
+
+    Canonical: sorted keys, no whitespace, lists and tuples alike. With ``include_seed=False``
+    the top-level ``seed`` is dropped too, giving the group hash shared by runs that differ only by seed.
+    """
+    cleaned = canonical_config(config, include_seed=include_seed)
+    return hashlib.sha256(_canonical_json(cleaned).encode("utf-8")).hexdigest()
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus 6 random hex digits, e.g. ``20250101-120000-1a2b3c``.
+
+    Under DDP create it on rank 0 and broadcast it, so every rank names the same run.
+    """
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _problem(record: Any) -> str | None:
+    """The first thing wrong with a record, as a sentence fragment, or None if it is valid."""
+    if not isinstance(record, Mapping):
+        return f"it is a {type(record).__name__}, not a JSON object"
+    version = record.get("schema_version")
+    missing = [key for key in _REQUIRED_FIELDS if key not in record]
+    if missing:
+        return f"required field {missing[0]!r} is missing"
+    if version != SCHEMA_VERSION:
+        return f"schema_version is {version!r}, expected {SCHEMA_VERSION}"
+    if record["status"] not in STATUSES:
+        return f"status is {record['status']!r}, expected one of {', '.join(STATUSES)}"
+    if record["task"] not in TASKS:
+        return f"task is {record['task']!r}, expected one of {', '.join(TASKS)}"
+    if not isinstance(record["seed"], int) or isinstance(record["seed"], bool):
+        return f"seed is {record['seed']!r}, expected an integer"
+    for field, keys in _REQUIRED_NESTED.items():
+        section = record[field]
+        for key in keys:
+            if not isinstance(section, Mapping) or not isinstance(section.get(key), str) or not section[key]:
+                return f"required field '{field}.{key}' is missing or empty"
+    if record["status"] == "complete":
+        metrics = record.get("metrics")
+        absent = [key for key in METRIC_KEYS if not isinstance(metrics, Mapping) or key not in metrics]
+        if absent:
+            return f"a complete record needs metrics {', '.join(absent)}"
+    return None
+
+
+def validate_record(record: Any, source: str | os.PathLike | None = None) -> None:
+    """Raise ValueError naming the field (and the file, when given) if ``record`` breaks the schema."""
+    where = f"Run record {source}" if source is not None else "Run record"
+    version = record.get("schema_version") if isinstance(record, Mapping) else None
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{where} has schema_version {version}, newer than this rrsis-bench reads ({SCHEMA_VERSION}); "
+            "upgrade rrsis-bench."
+        )
+    problem = _problem(record)
+    if problem:
+        raise ValueError(f"{where} is invalid: {problem}; fix or rewrite it with build_record().")
+
+
+def _ordered(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Schema fields in documentation order, then any extra fields in the order given."""
+    head = {key: record[key] for key in _FIELD_ORDER if key in record}
+    return {**head, **{key: value for key, value in record.items() if key not in head}}
+
+
+def build_record(**fields: Any) -> dict[str, Any]:
+    """Assemble and validate a run record from keyword fields (see the module docstring).
+
+    Fills ``schema_version`` and ``created``; ``config_hash``/``group_hash`` from ``config``; and
+    ``code``/``environment``/``hardware`` from :mod:`rrsis_bench.results.provenance` when not given.
+    Raises ValueError naming the first missing or invalid field.
+    """
+    record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "created": _utc_now(), **fields}
+    config = record.get("config")
+    if isinstance(config, Mapping):
+        record.setdefault("config_hash", config_hash(config))
+        record.setdefault("group_hash", config_hash(config, include_seed=False))
+        if SEED_KEY in config and "seed" in record and config[SEED_KEY] != record["seed"]:
+            raise ValueError(
+                f"seed={record['seed']!r} differs from config['seed']={config[SEED_KEY]!r}; pass the seed the run used."
+            )
+    for name, collect in (("code", code_version), ("environment", environment), ("hardware", hardware)):
+        if name not in record:
+            record[name] = collect()
+    validate_record(record)
+    return _ordered(record)
+
+
+def write_record(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    """Validate ``record`` and write it atomically to ``run_dir/record.json``; return that path."""
+    validate_record(record)
+    stored = {key: value for key, value in record.items() if key != RECORD_PATH_KEY}
+    return atomic_write_json(Path(run_dir) / RECORD_FILE, stored)
+
+
+def _record_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[SkippedRecord]]:
+    """Expand folders to the record.json files below them; folders without any are reported."""
+    files: list[Path] = []
+    empty: list[SkippedRecord] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(path.rglob(RECORD_FILE))
+            files += found
+            if not found:
+                empty.append(SkippedRecord(path, f"no {RECORD_FILE} below this folder"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(
+                f"Record path {path} does not exist; pass {RECORD_FILE} files or folders that contain them."
+            )
+    return files, empty
+
+
+def _unique(files: list[Path]) -> list[Path]:
+    """Drop files already listed under another spelling (a folder and a file inside it, say)."""
+    seen: set[Path] = set()
+    unique = []
+    for path in files:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    return unique
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"Run record {path} is not readable JSON ({err}); delete it or re-run to rewrite it."
+        ) from err
+    validate_record(record, path)
+    return record
+
+
+def load_records(paths: Iterable[str | os.PathLike]) -> LoadedRecords:
+    """Read records from ``record.json`` files and folders (searched recursively).
+
+    Returns the complete records, each with ``record_path`` set, and every skipped file with its
+    reason (status other than complete, folders without records). A malformed record, a missing
+    path or one run found in two files raises ValueError naming the file(s).
+    """
+    files, skipped = _record_files(paths)
+    records: list[dict[str, Any]] = []
+    seen: dict[str, Path] = {}
+    for path in _unique(files):
+        record = _read_record(path)
+        if record["run_id"] in seen:
+            raise ValueError(
+                f"Run {record['run_id']!r} is recorded in both {seen[record['run_id']]} and {path}; "
+                "remove the copy so the run is not counted twice."
+            )
+        seen[record["run_id"]] = path
+        if record["status"] != "complete":
+            skipped.append(SkippedRecord(path, f"status is {record['status']!r}"))
+            continue
+        records.append({**record, RECORD_PATH_KEY: str(path)})
+    return LoadedRecords(records, skipped)

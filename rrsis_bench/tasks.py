@@ -1,0 +1,210 @@
+"""What `rrsis-bench run` and `rrsis-bench eval` do, given a resolved config.
+
+Everything method- or dataset-specific is reached through the registry; rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from rich.console import Console
+
+from rrsis_bench import __version__
+from rrsis_bench.data.manifest import split_manifest
+from rrsis_bench.data.pipeline import SampleTransform, Tokenize, TransformedDataset, collate
+from rrsis_bench.engine import checkpoint as ckpt
+from rrsis_bench.engine import distributed as D
+from rrsis_bench.engine.evaluator import build_eval_loader, evaluate
+from rrsis_bench.engine.trainer import BEST, Trainer, TrainerSettings, resolve_device, seed_everything
+from rrsis_bench.io import atomic_write, atomic_write_text
+from rrsis_bench.metrics import format_metrics_table
+from rrsis_bench.nn.text import build_tokenizer
+from rrsis_bench.registry import DATASETS, METHODS, create_dataset, create_method
+from rrsis_bench.results import provenance
+from rrsis_bench.results.record import build_record, config_hash, new_run_id, write_record
+
+CONFIG_FILE = "config.yaml"  # the resolved run config, saved beside the checkpoints for `eval`
+
+
+def method_kwargs(method_cfg: dict) -> dict:
+    return {k: v for k, v in method_cfg.items() if k != "name"}
+
+
+def build_method(method_cfg: dict) -> torch.nn.Module:
+    return create_method(method_cfg["name"], **method_kwargs(method_cfg))
+
+
+def load_split(data_cfg: dict, split_key: str):
+    """The raw samples of one split (``split_key`` is train/val/test, mapped by ``data.splits``)."""
+    split = data_cfg.get("splits", {}).get(split_key, split_key)
+    return create_dataset(data_cfg["name"], root=data_cfg.get("root"), split=split, **(data_cfg.get("options") or {}))
+
+
+def make_transform(model, data_cfg: dict, tokenize: Tokenize, *, with_gt: bool) -> SampleTransform:
+    spec = model.spec
+    return SampleTransform(
+        tokenize, image_size=data_cfg["image_size"], mean=spec.mean, std=spec.std,
+        eval_size=data_cfg.get("eval_size"), with_gt=with_gt,
+    )
+
+
+def method_info(model, name: str) -> dict[str, Any]:
+    entry = METHODS.entry(name)
+    return {
+        "name": name, "source_dist": entry.source_dist, "dist_version": entry.dist_version,
+        "description": entry.description, "num_params": sum(p.numel() for p in model.parameters()),
+        "num_trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+
+
+def data_info(data_cfg: dict, split_key: str, samples) -> dict[str, Any]:
+    manifest = split_manifest(samples)
+    return {
+        "name": data_cfg["name"], "split": data_cfg.get("splits", {}).get(split_key, split_key),
+        "num_samples": manifest["num_samples"], "manifest_sha256": manifest["sha256"],
+        "source_dist": DATASETS.entry(data_cfg["name"]).source_dist,
+    }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def write_outputs(run_dir: Path, record: dict, metric) -> None:
+    atomic_write(run_dir / "per_sample.csv", lambda tmp: metric.to_frame().to_csv(tmp, index=False))
+    write_record(run_dir, record)
+
+
+def run_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None:
+    """Train → select on val → evaluate on test → record. Returns the record on rank 0."""
+    console = console or Console()
+    t_start = time.perf_counter()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    settings = TrainerSettings.from_config(config["trainer"])
+    device = resolve_device(settings.device)
+    D.init_distributed(device.type)
+    run_dir = Path(D.broadcast_object(str(run_dir)))
+    seed_everything(int(config["seed"]) + D.rank(), settings.deterministic)
+
+    model = build_method(config["method"])
+    tokenize = Tokenize(build_tokenizer(model.spec.tokenizer), config["data"]["max_tokens"])
+    raw = {key: load_split(config["data"], key) for key in ("train", "val", config["eval_split"])}
+    train_set = TransformedDataset(raw["train"], make_transform(model, config["data"], tokenize, with_gt=False))
+    val_set = TransformedDataset(raw["val"], make_transform(model, config["data"], tokenize, with_gt=True))
+    test_set = TransformedDataset(raw[config["eval_split"]], make_transform(model, config["data"], tokenize, with_gt=True))
+
+    if D.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "checkpoints" / CONFIG_FILE, OmegaConf.to_yaml(config))
+    trainer = Trainer(model, train_set, val_set, settings, run_dir=run_dir, seed=int(config["seed"]),
+                      collate_fn=collate, console=console)
+    fit = trainer.fit(resume=bool(config.get("resume", False)))
+
+    ckpt.load_weights(trainer.ckpt_dir / BEST, model, trainer.device)
+    t_eval = time.perf_counter()
+    loader = build_eval_loader(test_set, settings.eval_batch_size, settings.num_workers, collate)
+    metrics, metric = evaluate(model, loader, trainer.device, amp=settings.amp, channels_last=settings.channels_last,
+                               limit=settings.max_eval_samples)
+    test_s = time.perf_counter() - t_eval
+    if not D.is_main():
+        D.barrier()
+        return None
+
+    record = build_record(
+        status="complete", task="run", run_id=run_dir.name or new_run_id(),
+        config_hash=config_hash(config), group_hash=config_hash(config, include_seed=False), config=config,
+        method=method_info(model, config["method"]["name"]),
+        data=data_info(config["data"], config["eval_split"], raw[config["eval_split"]]),
+        selection={"split": config["data"]["splits"]["val"], "metric": settings.select_metric,
+                   "best_epoch": fit.best_epoch, "metrics": fit.best_metrics},
+        seed=int(config["seed"]), code=provenance.code_version(), environment=provenance.environment(),
+        hardware={**provenance.hardware(), "device": str(trainer.device), "world_size": D.world_size()},
+        timing={"wall_s": round(time.perf_counter() - t_start, 2), "train_s": round(fit.train_s, 2),
+                "eval_s": round(fit.eval_s + test_s, 2), "epochs": settings.epochs, "steps": fit.steps,
+                "train_samples_per_s": round(fit.samples / fit.train_s, 2) if fit.train_s else None,
+                "peak_memory_mb": round(peak_memory_mb(trainer.device), 1)},
+        metrics=metrics, history=fit.history,
+        artifacts={"per_sample": "per_sample.csv", "checkpoint": "checkpoints/best",
+                   "train_log": "train_log.csv", "config": f"checkpoints/{CONFIG_FILE}"},
+        rrsis_bench_version=__version__,
+    )
+    write_outputs(run_dir, record, metric)
+    console.print(format_metrics_table(
+        metrics, f"{config['method']['name']} on {config['data']['name']}/{record['data']['split']} "
+                 f"(best val epoch {fit.best_epoch})"))
+    console.print(f"Run folder: {run_dir}  (record.json, per_sample.csv, train_log.csv, checkpoints/)")
+    D.barrier()
+    return record
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(weights folder, run config file) from a run folder or a checkpoint folder."""
+    path = Path(path).expanduser()
+    candidates = [path / "checkpoints" / BEST, path]
+    weights = next((c for c in candidates if (c / ckpt.MODEL_FILE).is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(
+            f"No checkpoint under {path}: expected {path / 'checkpoints' / BEST / ckpt.MODEL_FILE} (a run folder) "
+            f"or {path / ckpt.MODEL_FILE} (a checkpoint folder)."
+        )
+    config_file = weights.parent / CONFIG_FILE
+    if not config_file.is_file():
+        raise FileNotFoundError(f"The checkpoint {weights} has no {config_file} beside it; it was not written by "
+                                "`rrsis-bench run`.")
+    return weights, config_file
+
+
+def eval_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None:
+    """Score a checkpoint on a split; writes record.json and per_sample.csv (rank 0)."""
+    console = console or Console()
+    t_start = time.perf_counter()
+    weights, config_file = resolve_checkpoint(cfg.checkpoint)
+    run_config = OmegaConf.load(config_file)
+    overrides = OmegaConf.create({"data": OmegaConf.to_container(cfg.data, resolve=True) or {}})
+    merged = OmegaConf.merge(run_config, overrides)
+    config = OmegaConf.to_container(merged, resolve=True)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    device = resolve_device(trainer_cfg["device"])
+    D.init_distributed(device.type)
+    run_dir = Path(D.broadcast_object(str(run_dir)))
+
+    model = build_method(config["method"])
+    ckpt.load_weights(weights, model, "cpu")
+    model.to(device)
+    if trainer_cfg["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    tokenize = Tokenize(build_tokenizer(model.spec.tokenizer), config["data"]["max_tokens"])
+    samples = load_split(config["data"], cfg.split)
+    dataset = TransformedDataset(samples, make_transform(model, config["data"], tokenize, with_gt=True))
+    loader = build_eval_loader(dataset, trainer_cfg["eval_batch_size"], trainer_cfg["num_workers"], collate)
+    metrics, metric = evaluate(model, loader, device, amp=trainer_cfg["amp"], channels_last=trainer_cfg["channels_last"])
+    if not D.is_main():
+        D.barrier()
+        return None
+    eval_config = {**config, "task": "eval", "eval_split": cfg.split, "checkpoint": str(weights)}
+    record = build_record(
+        status="complete", task="eval", run_id=run_dir.name or new_run_id(),
+        config_hash=config_hash(eval_config), group_hash=config_hash(eval_config, include_seed=False),
+        config=eval_config, method=method_info(model, config["method"]["name"]),
+        data=data_info(config["data"], cfg.split, samples),
+        selection={**ckpt.read_meta(weights), "split": config["data"]["splits"]["val"]},
+        seed=int(config.get("seed", 0)), code=provenance.code_version(), environment=provenance.environment(),
+        hardware={**provenance.hardware(), "device": str(device), "world_size": D.world_size()},
+        timing={"wall_s": round(time.perf_counter() - t_start, 2), "peak_memory_mb": round(peak_memory_mb(device), 1)},
+        metrics=metrics, artifacts={"per_sample": "per_sample.csv", "checkpoint": str(weights)},
+        rrsis_bench_version=__version__,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_outputs(run_dir, record, metric)
+    console.print(format_metrics_table(metrics, f"{config['method']['name']} on {config['data']['name']}/{cfg.split}"))
+    console.print(f"Record: {run_dir / 'record.json'}")
+    D.barrier()
+    return record

@@ -1,0 +1,43 @@
+"""Data-loading throughput (pytest-benchmark): raw reader, and reader + transform + collate.
+
+Measure with `pytest tests/benchmarks --benchmark-enable`; by default each runs once as a test.
+"""
+
+from __future__ import annotations
+
+import pytest
+from rrsis_bench.datasets.synthetic import SyntheticDataset
+from torch.utils.data import DataLoader
+
+from rrsis_bench.data.pipeline import SampleTransform, Tokenize, TransformedDataset, collate
+from rrsis_bench.method import IMAGENET_MEAN, IMAGENET_STD
+from rrsis_bench.nn.text import build_tokenizer
+
+BATCH = 16
+
+
+@pytest.fixture(scope="module")
+def raw(synthetic_root):
+    return SyntheticDataset(root=synthetic_root, split="train", num_images={"train": 12, "val": 4, "test": 5})
+
+
+def read_all(dataset) -> int:
+    return sum(int(dataset[i]["mask"].any()) for i in range(len(dataset)))
+
+
+def load_epoch(loader) -> int:
+    return sum(batch["image"].shape[0] for batch in loader)
+
+
+def test_bench_raw_reader(benchmark, raw):
+    """Raw samples/s of the rrsisd reader (JPEG decode + COCO mask decode) on synthetic data."""
+    assert benchmark(read_all, raw) == len(raw)
+
+
+@pytest.mark.parametrize("size", [160, 480])
+def test_bench_pipeline(benchmark, raw, size):
+    """Samples/s through reader + resize + normalize + tokenize + collate at ``size``², one process."""
+    transform = SampleTransform(Tokenize(build_tokenizer("minilm"), 20), image_size=size, mean=IMAGENET_MEAN,
+                                std=IMAGENET_STD, eval_size=None, with_gt=True)
+    loader = DataLoader(TransformedDataset(raw, transform), batch_size=BATCH, collate_fn=collate)
+    assert benchmark(load_epoch, loader) == len(raw)

@@ -1,0 +1,153 @@
+"""The CLI end to end in a temporary folder: run (debug trainer), eval, score, leaderboard, help."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from rrsis_bench.cli import main
+
+METRIC_KEYS = {"oIoU", "mIoU", "Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9"}
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory, data_overrides):
+    run_dir = tmp_path_factory.mktemp("runs") / "debug"
+    code = main(["run", "method=test_baseline", "trainer=debug", *data_overrides, f"hydra.run.dir={run_dir}"])
+    assert code == 0
+    return run_dir
+
+
+def test_run_writes_record_table_and_checkpoints(debug_run):
+    record = json.loads((debug_run / "record.json").read_text())
+    assert record["status"] == "complete" and record["task"] == "run"
+    assert METRIC_KEYS <= set(record["metrics"])
+    assert record["method"]["name"] == "test_baseline" and record["method"]["source_dist"] == "rrsis-bench"
+    assert record["data"]["name"] == "synthetic" and record["data"]["split"] == "test"
+    assert len(record["data"]["manifest_sha256"]) == 64
+    assert record["selection"]["split"] == "val" and record["selection"]["best_epoch"] in (1, 2)
+    assert len(record["config_hash"]) == 64 and record["config_hash"] != record["group_hash"]
+    assert record["config"]["trainer"]["max_steps_per_epoch"] == 2
+    assert record["seed"] == 0 and record["timing"]["steps"] == 4
+    for key in ("environment", "hardware", "code"):
+        assert record[key]
+    per_sample = pd.read_csv(debug_run / "per_sample.csv")
+    assert list(per_sample.columns[:4]) == ["sample_id", "intersection", "union", "iou"]
+    assert len(per_sample) == record["metrics"]["num_samples"] == 8  # trainer=debug scores 8 samples
+    log = pd.read_csv(debug_run / "train_log.csv")
+    assert list(log["step"]) == [1, 2, 3, 4] and log["loss"].notna().all()
+    for name in ("best/model.safetensors", "last/model.safetensors", "last/state.pt", "config.yaml"):
+        assert (debug_run / "checkpoints" / name).is_file()
+    assert (debug_run / ".hydra" / "config.yaml").is_file()
+
+
+def test_eval_scores_a_checkpoint(debug_run, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", f"checkpoint={debug_run}", "split=val", f"hydra.run.dir={out}"]) == 0
+    record = json.loads((out / "record.json").read_text())
+    assert record["task"] == "eval" and record["data"]["split"] == "val"
+    assert record["metrics"]["num_samples"] == len(pd.read_csv(out / "per_sample.csv"))
+    assert METRIC_KEYS <= set(record["metrics"])
+
+
+def test_eval_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):  # Hydra reports the task's exception and exits 1
+        main(["eval", f"checkpoint={tmp_path / 'nothing'}", f"hydra.run.dir={tmp_path / 'out'}"])
+    assert "No checkpoint under" in capsys.readouterr().err
+
+
+def _write_masks(folder, masks):
+    folder.mkdir()
+    for name, mask in masks.items():
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{name}.png")
+
+
+def test_score_end_to_end(tmp_path, capsys):
+    gt = {"a": np.zeros((4, 4), bool), "b": np.zeros((4, 4), bool)}
+    gt["a"][:2, :2] = True  # 4 pixels
+    gt["b"][:, :] = True  # 16 pixels
+    pred = {"a": np.zeros((4, 4), bool), "b": np.zeros((4, 4), bool)}
+    pred["a"][:2, :1] = True  # I=2, U=4 → IoU 0.5
+    pred["b"][:2, :] = True  # I=8, U=16 → IoU 0.5
+    _write_masks(tmp_path / "gt", gt)
+    _write_masks(tmp_path / "pred", pred)
+    out = tmp_path / "score.json"
+    assert main(["score", f"pred={tmp_path / 'pred'}", f"gt={tmp_path / 'gt'}", f"out={out}"]) == 0
+    metrics = json.loads(out.read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["oIoU"] == pytest.approx(100 * 10 / 20)
+    assert metrics["mIoU"] == pytest.approx(50.0)
+    assert metrics["Pr@0.5"] == 100.0 and metrics["Pr@0.6"] == 0.0
+
+
+def test_score_reports_missing_files(tmp_path, capsys):
+    _write_masks(tmp_path / "gt", {"a": np.ones((2, 2), bool), "b": np.ones((2, 2), bool)})
+    _write_masks(tmp_path / "pred", {"a": np.ones((2, 2), bool), "c": np.ones((2, 2), bool)})
+    code = main(["score", f"pred={tmp_path / 'pred'}", f"gt={tmp_path / 'gt'}", f"out={tmp_path / 's.json'}"])
+    err = capsys.readouterr().out
+    assert code == 1 and "b.png" in err and "c.png" in err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_leaderboard_from_run_records(debug_run, tmp_path):
+    out = tmp_path / "boards"
+    assert main(["leaderboard", f"records={debug_run}", f"out={out}"]) == 0
+    markdown = (out / "synthetic.md").read_text()
+    assert "test_baseline" in markdown
+    table = pd.read_csv(out / "synthetic.csv")
+    assert list(table["method"]) == ["test_baseline"]
+    assert (out / "reported.md").is_file()
+
+
+@pytest.mark.parametrize("command", ["run", "eval", "score", "list", "leaderboard"])
+def test_every_command_has_help(command, capsys):
+    try:
+        code = main([command, "--help"])
+    except SystemExit as exc:  # Hydra's --help exits 0
+        code = exc.code or 0
+    assert code == 0
+    assert f"rrsis-bench {command}" in capsys.readouterr().out
+
+
+def test_usage_and_unknown_command(capsys):
+    assert main([]) == 0
+    assert "commands:" in capsys.readouterr().out
+    assert main(["frobnicate"]) == 2
+    assert "Unknown command 'frobnicate'" in capsys.readouterr().out
+
+
+def test_key_value_errors(capsys):
+    assert main(["score", "pred=x"]) == 2
+    assert "needs gt=" in capsys.readouterr().out
+    assert main(["score", "pred=x", "gt=y", "bogus=1"]) == 2
+    assert "has no argument 'bogus'" in capsys.readouterr().out
+
+
+def test_multirun_over_seeds_feeds_a_mean_std_leaderboard(tmp_path, data_overrides):
+    sweep = tmp_path / "sweep"
+    code = main(["run", "-m", "seed=0,1", "method=test_baseline", "trainer=debug", "trainer.epochs=1",
+                 *data_overrides, f"hydra.sweep.dir={sweep}"])
+    assert code == 0
+    records = sorted(sweep.rglob("record.json"))
+    assert len(records) == 2
+    seeds = sorted(json.loads(p.read_text())["seed"] for p in records)
+    assert seeds == [0, 1]
+    assert main(["leaderboard", f"records={sweep}", f"out={tmp_path / 'boards'}"]) == 0
+    table = pd.read_csv(tmp_path / "boards" / "synthetic.csv")
+    assert len(table) == 1 and table.loc[0, "n_runs"] == 2  # two seeds, one row
+
+
+@pytest.mark.parametrize("overrides", [["trainer.amp=true"], ["trainer.accumulate=2", "trainer.grad_clip=null"]])
+def test_engine_options_run(tmp_path, data_overrides, overrides):
+    """bf16 autocast (on CPU here) and gradient accumulation run through a whole debug run."""
+    run_dir = tmp_path / "run"
+    assert main(["run", "method=test_baseline", "trainer=debug", *overrides, *data_overrides,
+                 f"hydra.run.dir={run_dir}"]) == 0
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["timing"]["steps"] == 4  # 2 optimizer steps per epoch, whatever the accumulation
+    log = pd.read_csv(run_dir / "train_log.csv")
+    assert len(log) == 4 and log["loss"].notna().all()

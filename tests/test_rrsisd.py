@@ -1,0 +1,171 @@
+"""RRSIS-D reader on the hand-written fixture in tests/data/rrsisd_fixture.py."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from data.rrsisd_fixture import write_rrsisd_fixture
+from PIL import Image
+from rrsis_bench.datasets.rrsisd import RRSISDDataset, class_only_oracle
+
+# pycocotools (2.0.x) trips numpy 2's `__array__(copy=...)` deprecation inside its own decode.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rrsisd")
+    return root, write_rrsisd_fixture(root)
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_counts_per_split(fixture_root, split):
+    root, expected = fixture_root
+    dataset = RRSISDDataset(root, split)
+    assert isinstance(dataset, Sequence)
+    assert len(dataset) == expected["counts"][split]
+    assert dataset.num_skipped == 0
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_samples_match_expected_masks(fixture_root, split):
+    root, expected = fixture_root
+    for sample in RRSISDDataset(root, split):
+        facts = expected["samples"][sample["sample_id"]]
+        assert facts["split"] == split
+        assert isinstance(sample["image"], Image.Image) and sample["image"].mode == "RGB"
+        assert sample["mask"].dtype == bool
+        assert sample["mask"].shape == (sample["image"].height, sample["image"].width)
+        assert int(sample["mask"].sum()) == facts["area"]
+        assert _bbox(sample["mask"]) == facts["bbox"]
+        assert sample["class_name"] == facts["class_name"] == expected["class_names"][sample["category_id"]]
+        assert sample["text"] == facts["text"]
+        assert sample["image_id"] == facts["image_id"]
+
+
+def test_polygon_parts_are_united(fixture_root):
+    root, _ = fixture_root
+    mask = next(s["mask"] for s in RRSISDDataset(root, "train") if s["ann_id"] == 11)
+    assert mask[2:8, 2:10].all() and mask[4:12, 20:26].all()
+    assert mask.sum() == 96
+
+
+def test_compressed_and_uncompressed_rle(fixture_root):
+    root, _ = fixture_root
+    compressed = next(s["mask"] for s in RRSISDDataset(root, "train") if s["ann_id"] == 12)
+    uncompressed = RRSISDDataset(root, "val")[0]["mask"]
+    assert compressed[20:28, 30:40].all() and compressed.sum() == 80
+    assert uncompressed[14:18, 2:8].all() and uncompressed.sum() == 24
+
+
+def test_several_sentences_give_several_samples(fixture_root):
+    root, _ = fixture_root
+    samples = list(RRSISDDataset(root, "train"))
+    ids = [s["sample_id"] for s in samples]
+    assert len(set(ids)) == len(ids)
+    same_ref = [s for s in samples if s["ref_id"] == 1]
+    assert {s["text"] for s in same_ref} == {"The vehicle on the left", "the left car"}
+    assert np.array_equal(same_ref[0]["mask"], same_ref[1]["mask"])
+
+
+def test_size_mismatch_resizes_mask_to_image(fixture_root):
+    root, _ = fixture_root
+    sample = next(s for s in RRSISDDataset(root, "test") if s["ann_id"] == 21)
+    assert sample["image"].size == (80, 80)
+    assert sample["mask"].shape == (80, 80)
+
+
+def test_negative_and_out_of_range_index(fixture_root):
+    root, _ = fixture_root
+    dataset = RRSISDDataset(root, "test")
+    assert dataset[-1]["sample_id"] == dataset[len(dataset) - 1]["sample_id"]
+    with pytest.raises(IndexError):
+        dataset[len(dataset)]
+
+
+def test_class_union_mask(fixture_root):
+    root, expected = fixture_root
+    dataset = RRSISDDataset(root, "test")
+    for index in range(len(dataset)):
+        union = dataset.class_union_mask(index)
+        sample = dataset[index]
+        assert union.shape == sample["mask"].shape
+        assert int(union.sum()) == expected["samples"][sample["sample_id"]]["class_union_area"]
+        assert not (sample["mask"] & ~union).any()
+
+
+def test_oracle_matches_hand_computation(fixture_root):
+    root, expected = fixture_root
+    facts = [f for f in expected["samples"].values() if f["split"] == "test"]
+    # The target lies inside the class union, so I = target area and U = class union area.
+    inter = np.array([f["area"] for f in facts], dtype=float)
+    union = np.array([f["class_union_area"] for f in facts], dtype=float)
+    ious = inter / union
+    scores = class_only_oracle(RRSISDDataset(root, "test"))
+    assert scores["oIoU"] == pytest.approx(100 * inter.sum() / union.sum())
+    assert scores["mIoU"] == pytest.approx(100 * ious.mean())
+    for threshold in (0.5, 0.6, 0.7, 0.8, 0.9):
+        assert scores[f"Pr@{threshold}"] == pytest.approx(100 * np.mean(ious >= threshold))
+    # Spelled out for this fixture: IoUs 240/840, 600/840 and 1.
+    assert scores["oIoU"] == pytest.approx(100 * 940 / 1780) and scores["num_samples"] == 3
+    assert scores["Pr@0.7"] == pytest.approx(200 / 3) and scores["Pr@0.8"] == pytest.approx(100 / 3)
+
+
+def test_missing_image_is_named_or_skipped(tmp_path):
+    expected = write_rrsisd_fixture(tmp_path)
+    missing = expected["image_files"][1]
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match=missing.name) as error:
+        RRSISDDataset(tmp_path, "train")
+    assert "skip_missing=True" in str(error.value)
+    dataset = RRSISDDataset(tmp_path, "train", skip_missing=True)
+    assert len(dataset) == 0 and dataset.num_skipped == expected["counts"]["train"]
+    assert len(RRSISDDataset(tmp_path, "test")) == expected["counts"]["test"]
+
+
+def test_missing_refs_file_explains_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        RRSISDDataset(tmp_path, "train")
+    message = str(error.value)
+    assert str(tmp_path / "rrsisd" / "refs(unc).p") in message
+    assert "data.root" in message
+
+
+def test_ref_without_required_field_is_reported(tmp_path):
+    write_rrsisd_fixture(tmp_path)
+    refs_path = tmp_path / "rrsisd" / "refs(unc).p"
+    refs = pickle.loads(refs_path.read_bytes())
+    del refs[0]["ann_id"]
+    refs_path.write_bytes(pickle.dumps(refs))
+    with pytest.raises(ValueError, match="ann_id"):
+        RRSISDDataset(tmp_path, "train")
+
+
+def test_unknown_split_lists_valid_ones(fixture_root):
+    root, _ = fixture_root
+    with pytest.raises(ValueError, match="train, val, test"):
+        RRSISDDataset(root, "testA")
+
+
+def test_name_and_one_line_description():
+    assert RRSISDDataset.name == "rrsisd"
+    assert RRSISDDataset.__doc__.strip().splitlines()[0]
+
+
+def test_annotation_without_segmentation_is_reported(tmp_path):
+    write_rrsisd_fixture(tmp_path)
+    instances_path = tmp_path / "rrsisd" / "instances.json"
+    instances = json.loads(instances_path.read_text())
+    del instances["annotations"][0]["segmentation"]
+    instances_path.write_text(json.dumps(instances))
+    with pytest.raises(ValueError, match="segmentation"):
+        RRSISDDataset(tmp_path, "train")
