@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,9 @@ from pycocotools import mask as coco_mask
 from rrsis_bench.masks import resize_mask
 
 SPLITS = ("train", "val", "test")
+# How overlapping parts of one segmentation combine: "union" ORs them; "official" reproduces the
+# RMSIN/FIANet/LAVT loaders, which sum the parts and keep pixels equal to 1 (overlaps become background).
+OVERLAP_MODES = ("union", "official")
 _REF_FIELDS = ("ref_id", "ann_id", "image_id", "category_id", "split", "sentences")
 _INSTANCE_FIELDS = {
     "images": ("id", "file_name", "height", "width"),
@@ -34,14 +38,27 @@ class RRSISDDataset(Sequence):
     decoded lazily in ``__getitem__``. Samples are dicts with ``image`` (PIL RGB, native size),
     ``mask`` (bool H×W at the image's size), ``text``, ``class_name``, ``sample_id``, ``image_id``,
     ``ref_id``, ``ann_id``, ``category_id`` and ``sent_id``.
+
+    ``overlap`` says how the parts of a multi-part segmentation combine: ``"union"`` (default, OR) or
+    ``"official"`` (bit-faithful to the official loaders: parts are summed and only pixels equal to 1
+    are foreground, so where parts overlap it is background). Some DIOR images are not the size their
+    annotation says (RMSIN issue #12); their masks are resized (nearest) to the real image size,
+    ``num_size_mismatch`` counts the distinct images met so far, and the first one is reported once
+    per dataset object with a warning.
     """
 
     name = "rrsisd"
     splits = SPLITS
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", *, skip_missing: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike, split: str = "train", *, skip_missing: bool = False, overlap: str = "union"
+    ) -> None:
         if split not in SPLITS:
             raise ValueError(f"Unknown split {split!r} for {self.name}; valid splits are {', '.join(SPLITS)}.")
+        _check_overlap(overlap)
+        self.overlap = overlap
+        # Filled lazily, as masks are decoded: ids of images whose real size differs from the annotation.
+        self._size_mismatch_images: set[Any] = set()
         self.root = Path(root).expanduser()
         self.split = split
         self.image_dir = self.root / "images" / "rrsisd" / "JPEGImages"
@@ -111,6 +128,11 @@ class RRSISDDataset(Sequence):
         mask = self._annotation_mask(self.annotations[sample["ann_id"]], image.size)
         return {"image": image, "mask": mask, **sample}
 
+    @property
+    def class_words(self) -> tuple[str, ...]:
+        """Words naming the categories (what the expression encoder marks as the ground object)."""
+        return tuple(sorted(self.categories.values()))
+
     def metadata(self, index: int) -> dict[str, Any]:
         """Sample ``index`` without its pixels (text, class, ids): cheap, for manifests and statistics."""
         ref_id, position = self._samples[self._check_index(index)]
@@ -163,27 +185,71 @@ class RRSISDDataset(Sequence):
     def _annotation_mask(self, ann: dict, image_size: tuple[int, int]) -> np.ndarray:
         """Decode ``ann`` at the annotation's size, then bring it to ``image_size`` (width, height)."""
         info = self.images[ann["image_id"]]
-        mask = decode_segmentation(ann["segmentation"], info["height"], info["width"])
+        mask = decode_segmentation(ann["segmentation"], info["height"], info["width"], overlap=self.overlap)
+        if (info["width"], info["height"]) != tuple(image_size):
+            self._note_size_mismatch(ann["image_id"], image_size)
         return resize_mask(mask, image_size)
+
+    @property
+    def num_size_mismatch(self) -> int:
+        """Distinct images met so far (masks decoded by this object) whose real size differs from the annotation."""
+        return len(self._size_mismatch_images)
+
+    def _note_size_mismatch(self, image_id: Any, image_size: tuple[int, int]) -> None:
+        if image_id in self._size_mismatch_images:
+            return
+        self._size_mismatch_images.add(image_id)
+        if len(self._size_mismatch_images) == 1:
+            info = self.images[image_id]
+            warnings.warn(
+                f"{self._image_path(image_id)} is {image_size[0]}x{image_size[1]} but its annotation says "
+                f"{info['width']}x{info['height']}; masks are resized (nearest) to the image size. Further "
+                f"mismatched images are not reported again; `num_size_mismatch` counts them.",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, samples={len(self)})"
 
 
-def decode_segmentation(segmentation: list | dict, height: int, width: int) -> np.ndarray:
-    """COCO segmentation (polygon parts, compressed or uncompressed RLE) → bool mask; parts are OR-ed."""
+def decode_segmentation(segmentation: list | dict, height: int, width: int, *, overlap: str = "union") -> np.ndarray:
+    """COCO segmentation (polygon parts, compressed or uncompressed RLE) → bool mask.
+
+    With ``overlap="union"`` the parts are OR-ed. With ``overlap="official"`` they are summed and only
+    pixels covered exactly once are foreground, as in the official RRSIS-D loaders.
+    """
+    _check_overlap(overlap)
     if isinstance(segmentation, list) and segmentation and isinstance(segmentation[0], dict):
-        return np.logical_or.reduce([decode_segmentation(part, height, width) for part in segmentation])
+        parts = np.stack([_decode_rle(part) for part in segmentation], axis=2)
+        return _combine_parts(parts, overlap)
     if isinstance(segmentation, list):
         # frPyObjects reads a 4-number part as a bounding box; a part under 3 points has no area anyway.
         polygons = [part for part in segmentation if len(part) >= 6]
         if not polygons:
             return np.zeros((height, width), dtype=bool)
         rles = coco_mask.frPyObjects(polygons, height, width)
-        return coco_mask.decode(rles).any(axis=2)
-    if isinstance(segmentation.get("counts"), list):
-        segmentation = coco_mask.frPyObjects(segmentation, *segmentation["size"])
-    return coco_mask.decode(segmentation).astype(bool)
+        return _combine_parts(coco_mask.decode(rles), overlap)
+    return _decode_rle(segmentation).astype(bool)
+
+
+def _decode_rle(rle: dict) -> np.ndarray:
+    """One compressed or uncompressed RLE → uint8 H×W {0, 1}."""
+    if isinstance(rle.get("counts"), list):
+        rle = coco_mask.frPyObjects(rle, *rle["size"])
+    return coco_mask.decode(rle)
+
+
+def _combine_parts(parts: np.ndarray, overlap: str) -> np.ndarray:
+    """H×W×N uint8 part masks → bool H×W, by ``overlap`` (see decode_segmentation)."""
+    if overlap == "official":
+        return parts.sum(axis=2, dtype=np.int64) == 1
+    return parts.any(axis=2)
+
+
+def _check_overlap(overlap: str) -> None:
+    if overlap not in OVERLAP_MODES:
+        raise ValueError(f"Unknown overlap mode {overlap!r}; valid modes are {', '.join(map(repr, OVERLAP_MODES))}.")
 
 
 def _in_split(ref_split: str, split: str) -> bool:

@@ -727,5 +727,10 @@ class SyntheticDataset(RRSISDDataset):
         self.seed = seed
         super().__init__(ensure_synthetic(folder, seed=seed, num_images=counts, image_size=image_size), split)
 
+    @property
+    def class_words(self) -> tuple[str, ...]:
+        """Category names and the synonyms the expressions use ("car", "tank", "plane", ...)."""
+        return tuple(sorted({noun for category in CATEGORIES for noun in category.nouns}))
+
     def metadata(self, index: int) -> dict[str, Any]:
         return {**super().metadata(index), "expression_type": self.ref_of(index)["expression_type"]}

@@ -32,6 +32,7 @@ commands:
   score        score saved PNG masks from any codebase: pred=DIR gt=DIR out=FILE.json
   list         list registered methods or datasets: list methods|datasets [--json] [PATTERN]
   leaderboard  regenerate leaderboards/<dataset>.md/.csv from run records
+  data         check or describe a dataset on disk: data verify|stats data=NAME data.root=DIR
 
 `rrsis-bench <command> --help` explains each command.
 Multi-GPU: torchrun --nproc-per-node N -m rrsis_bench run [key=value ...]
@@ -165,6 +166,76 @@ def cmd_leaderboard(args: Sequence[str], console: Console) -> int:
     return 0
 
 
+DATA_HELP = """\
+usage: rrsis-bench data verify|stats data=NAME [data.root=DIR] [splits=train,val,test] [out=DIR]
+
+verify  reads every sample of each split (image + mask), lists every problem found (missing or
+        unreadable files, size mismatches, empty expressions, split sizes that differ from the
+        published ones: RRSIS-D 12,181/1,740/3,481, RefSegRS 2,172/431/1,817) and writes one
+        manifest per split (sorted sample ids + sha256) to out/<name>-<split>.manifest.json.
+        Exit status 1 when any problem was found.
+stats   prints per-split and per-category counts, object sizes (share of the image area) and
+        expression lengths, saves out/<name>-stats.png and out/<name>-stats.json.
+out defaults to ./manifests (verify) and ./stats (stats).
+"""
+
+
+def cmd_data(args: Sequence[str], console: Console) -> int:
+    if not args or args[0] in ("-h", "--help") or any(a in ("-h", "--help") for a in args):
+        console.print(DATA_HELP, markup=False, highlight=False)
+        return 0
+    action, rest = args[0], args[1:]
+    if action not in ("verify", "stats"):
+        raise UsageError(f"`rrsis-bench data` takes verify or stats, not '{action}'.")
+    from rrsis_bench.data import inspect as I
+
+    opts = parse_key_values(rest, {"data": None, "data.root": "", "splits": ",".join(I.SPLITS),
+                                   "out": "manifests" if action == "verify" else "stats"}, f"data {action}")
+    name, root = opts["data"], opts["data.root"] or None
+    splits = [s for s in opts["splits"].split(",") if s]
+    if action == "verify":
+        reports = [I.verify_split(name, root, split) for split in splits]
+        table = Table(title=f"rrsis-bench data verify: {name}")
+        for column in ("split", "samples", "published", "skipped", "problems"):
+            table.add_column(column)
+        for r in reports:
+            table.add_row(r.split, str(r.num_samples), str(r.published or "–"), str(r.num_skipped),
+                          str(len(r.problems)))
+        console.print(table)
+        for r in reports:
+            for problem in r.problems[:50]:
+                console.print(f"  [{r.split}] {problem}", highlight=False, markup=False)
+            if len(r.problems) > 50:
+                console.print(f"  [{r.split}] … {len(r.problems) - 50} more", highlight=False, markup=False)
+        for path in I.write_manifests(name, reports, opts["out"]):
+            console.print(f"Wrote {path}")
+        return 1 if any(r.problems for r in reports) else 0
+    stats = {split: I.split_stats(I.open_split(name, root, split)) for split in splits}
+    table = Table(title=f"rrsis-bench data stats: {name}")
+    for column in ("split", "samples", "images", *[b for b, _ in I.SIZE_BUCKETS], "words (mean/min/max)"):
+        table.add_column(column)
+    for split, st in stats.items():
+        words = st["expression_words"]
+        table.add_row(split, str(st["num_samples"]), str(st["num_images"]),
+                      *[str(st["object_size"][b]) for b, _ in I.SIZE_BUCKETS],
+                      f"{words['mean']}/{words['min']}/{words['max']}")
+    console.print(table)
+    categories = Table(title="samples per category")
+    categories.add_column("category")
+    for split in stats:
+        categories.add_column(split)
+    for category in sorted({c for st in stats.values() for c in st["categories"]}):
+        categories.add_row(category, *[str(stats[s]["categories"].get(category, 0)) for s in stats])
+    console.print(categories)
+    out = Path(opts["out"])
+    figure = I.save_stats_figure(name, stats, out / f"{name}-stats.png")
+    from rrsis_bench.io import atomic_write_json
+
+    atomic_write_json(out / f"{name}-stats.json", stats)
+    console.print(f"Wrote {figure} and {out / f'{name}-stats.json'}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Hydra apps
 def _store_plugin_method_configs() -> None:
@@ -235,7 +306,7 @@ def run_hydra(command: str, args: Sequence[str]) -> int:
 
 # ---------------------------------------------------------------------------------------------
 PLAIN_COMMANDS: dict[str, Callable[[Sequence[str], Console], int]] = {
-    "score": cmd_score, "list": cmd_list, "leaderboard": cmd_leaderboard,
+    "score": cmd_score, "list": cmd_list, "leaderboard": cmd_leaderboard, "data": cmd_data,
 }
 
 

@@ -16,13 +16,16 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from rrsis_bench import __version__
+from rrsis_bench.data.augment import AugmentedDataset, RandomBoxes
 from rrsis_bench.data.manifest import split_manifest
-from rrsis_bench.data.pipeline import SampleTransform, Tokenize, TransformedDataset, collate
+from rrsis_bench.data.pipeline import SampleTransform, TransformedDataset, class_words, collate
+from rrsis_bench.data.text import ExpressionEncoder
+from rrsis_bench.data.weak import build_weak_train_set
 from rrsis_bench.engine import checkpoint as ckpt
 from rrsis_bench.engine import distributed as D
 from rrsis_bench.engine.evaluator import build_eval_loader, evaluate
 from rrsis_bench.engine.trainer import BEST, Trainer, TrainerSettings, resolve_device, seed_everything
-from rrsis_bench.io import atomic_write, atomic_write_text
+from rrsis_bench.io import atomic_write, atomic_write_json, atomic_write_text
 from rrsis_bench.metrics import format_metrics_table
 from rrsis_bench.nn.text import build_tokenizer
 from rrsis_bench.registry import DATASETS, METHODS, create_dataset, create_method
@@ -46,10 +49,25 @@ def load_split(data_cfg: dict, split_key: str):
     return create_dataset(data_cfg["name"], root=data_cfg.get("root"), split=split, **(data_cfg.get("options") or {}))
 
 
-def make_transform(model, data_cfg: dict, tokenize: Tokenize, *, with_gt: bool) -> SampleTransform:
+def prepare_train_split(samples, data_cfg: dict, seed: int):
+    """Apply weak expressions (``data.weak``) and box augmentation (``data.augment``) to the train
+    split; returns (samples, weak manifest or None)."""
+    weak = data_cfg.get("weak") or {}
+    manifest = None
+    if float(weak.get("accurate_ratio", 1.0)) < 1.0:
+        samples, manifest = build_weak_train_set(
+            samples, accurate_ratio=float(weak["accurate_ratio"]), seed=int(weak.get("seed", 0)),
+            scheme=weak.get("scheme", "nested"),
+        )
+    if (data_cfg.get("augment") or {}).get("boxes"):
+        samples = AugmentedDataset(samples, RandomBoxes(seed=seed))
+    return samples, manifest
+
+
+def make_transform(model, data_cfg: dict, encode: ExpressionEncoder, *, with_gt: bool) -> SampleTransform:
     spec = model.spec
     return SampleTransform(
-        tokenize, image_size=data_cfg["image_size"], mean=spec.mean, std=spec.std,
+        encode, image_size=data_cfg["image_size"], mean=spec.mean, std=spec.std,
         eval_size=data_cfg.get("eval_size"), with_gt=with_gt,
     )
 
@@ -95,11 +113,13 @@ def run_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None:
     seed_everything(int(config["seed"]) + D.rank(), settings.deterministic)
 
     model = build_method(config["method"])
-    tokenize = Tokenize(build_tokenizer(model.spec.tokenizer), config["data"]["max_tokens"])
     raw = {key: load_split(config["data"], key) for key in ("train", "val", config["eval_split"])}
-    train_set = TransformedDataset(raw["train"], make_transform(model, config["data"], tokenize, with_gt=False))
-    val_set = TransformedDataset(raw["val"], make_transform(model, config["data"], tokenize, with_gt=True))
-    test_set = TransformedDataset(raw[config["eval_split"]], make_transform(model, config["data"], tokenize, with_gt=True))
+    raw["train"], weak_manifest = prepare_train_split(raw["train"], config["data"], int(config["seed"]))
+    encode = ExpressionEncoder(build_tokenizer(model.spec.tokenizer), config["data"]["max_tokens"],
+                               class_words(raw["train"]))
+    train_set = TransformedDataset(raw["train"], make_transform(model, config["data"], encode, with_gt=False))
+    val_set = TransformedDataset(raw["val"], make_transform(model, config["data"], encode, with_gt=True))
+    test_set = TransformedDataset(raw[config["eval_split"]], make_transform(model, config["data"], encode, with_gt=True))
 
     if D.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +142,8 @@ def run_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None:
         status="complete", task="run", run_id=run_dir.name or new_run_id(),
         config_hash=config_hash(config), group_hash=config_hash(config, include_seed=False), config=config,
         method=method_info(model, config["method"]["name"]),
-        data=data_info(config["data"], config["eval_split"], raw[config["eval_split"]]),
+        data={**data_info(config["data"], config["eval_split"], raw[config["eval_split"]]),
+              "weak": _weak_summary(weak_manifest)},
         selection={"split": config["data"]["splits"]["val"], "metric": settings.select_metric,
                    "best_epoch": fit.best_epoch, "metrics": fit.best_metrics},
         seed=int(config["seed"]), code=provenance.code_version(), environment=provenance.environment(),
@@ -137,12 +158,21 @@ def run_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None:
         rrsis_bench_version=__version__,
     )
     write_outputs(run_dir, record, metric)
+    if weak_manifest is not None:
+        atomic_write_json(run_dir / "weak_manifest.json", weak_manifest)
     console.print(format_metrics_table(
         metrics, f"{config['method']['name']} on {config['data']['name']}/{record['data']['split']} "
                  f"(best val epoch {fit.best_epoch})"))
     console.print(f"Run folder: {run_dir}  (record.json, per_sample.csv, train_log.csv, checkpoints/)")
     D.barrier()
     return record
+
+
+def _weak_summary(manifest: dict | None) -> dict | None:
+    """What the record keeps of the weak-expression subset (the full id list is weak_manifest.json)."""
+    if manifest is None:
+        return None
+    return {k: v for k, v in manifest.items() if k != "accurate_ids"} | {"manifest": "weak_manifest.json"}
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -181,9 +211,9 @@ def eval_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None
     model.to(device)
     if trainer_cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
-    tokenize = Tokenize(build_tokenizer(model.spec.tokenizer), config["data"]["max_tokens"])
     samples = load_split(config["data"], cfg.split)
-    dataset = TransformedDataset(samples, make_transform(model, config["data"], tokenize, with_gt=True))
+    encode = ExpressionEncoder(build_tokenizer(model.spec.tokenizer), config["data"]["max_tokens"], class_words(samples))
+    dataset = TransformedDataset(samples, make_transform(model, config["data"], encode, with_gt=True))
     loader = build_eval_loader(dataset, trainer_cfg["eval_batch_size"], trainer_cfg["num_workers"], collate)
     metrics, metric = evaluate(model, loader, device, amp=trainer_cfg["amp"], channels_last=trainer_cfg["channels_last"])
     if not D.is_main():

@@ -103,7 +103,7 @@ def test_leaderboard_from_run_records(debug_run, tmp_path):
     assert (out / "reported.md").is_file()
 
 
-@pytest.mark.parametrize("command", ["run", "eval", "score", "list", "leaderboard"])
+@pytest.mark.parametrize("command", ["run", "eval", "score", "list", "leaderboard", "data"])
 def test_every_command_has_help(command, capsys):
     try:
         code = main([command, "--help"])
@@ -151,3 +151,19 @@ def test_engine_options_run(tmp_path, data_overrides, overrides):
     assert record["timing"]["steps"] == 4  # 2 optimizer steps per epoch, whatever the accumulation
     log = pd.read_csv(run_dir / "train_log.csv")
     assert len(log) == 4 and log["loss"].notna().all()
+
+
+def test_weak_expressions_and_box_augmentation_in_a_run(tmp_path, data_overrides):
+    run_dir = tmp_path / "weak"
+    assert main(["run", "method=test_baseline", "trainer=debug", "data.weak.accurate_ratio=0.5",
+                 "data.augment.boxes=true", *data_overrides, f"hydra.run.dir={run_dir}"]) == 0
+    record = json.loads((run_dir / "record.json").read_text())
+    weak = record["data"]["weak"]
+    manifest = json.loads((run_dir / "weak_manifest.json").read_text())
+    assert weak["scheme"] == "nested" and weak["ratio"] == 0.5
+    assert weak["sha256"] == manifest["sha256"] and "accurate_ids" not in weak
+    total = weak["counts"]["total"]
+    assert weak["counts"]["accurate"] == len(manifest["accurate_ids"]) == int(total * 0.5 + 0.5)
+    assert record["config"]["data"]["augment"]["boxes"] is True
+    assert record["data"]["split"] == "test"  # val/test keep their expressions
+

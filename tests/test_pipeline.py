@@ -8,14 +8,15 @@ import torch
 from PIL import Image
 
 from rrsis_bench.data.manifest import split_manifest
-from rrsis_bench.data.pipeline import SampleTransform, Tokenize, TransformedDataset, collate
+from rrsis_bench.data.pipeline import SampleTransform, TransformedDataset, class_words, collate
+from rrsis_bench.data.text import ExpressionEncoder
 from rrsis_bench.masks import resize_mask
 from rrsis_bench.nn.text import build_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenize():
-    return Tokenize(build_tokenizer("minilm"), max_tokens=8)
+    return ExpressionEncoder(build_tokenizer("minilm"), max_tokens=8, class_words=["vehicle", "car"])
 
 
 def sample(sample_id="s0", text="the red car", size=(6, 4)):
@@ -27,12 +28,13 @@ def sample(sample_id="s0", text="the red car", size=(6, 4)):
 
 
 def test_tokenize_pads_truncates_and_masks(tokenize):
-    ids, mask = tokenize("the red car")
-    assert ids.shape == mask.shape == (8,)
-    assert ids[0] == 101 and ids[4] == 102  # [CLS] the red car [SEP]
-    assert mask.tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
-    long_ids, long_mask = tokenize("the red car parked on the left of the large white building")
-    assert long_ids.shape == (8,) and long_mask.sum() == 8 and long_ids[-1] == 102
+    text = tokenize("the red car")
+    assert len(text.input_ids) == len(text.attention_mask) == 8
+    assert text.input_ids[0] == 101 and text.input_ids[4] == 102  # [CLS] the red car [SEP]
+    assert list(text.attention_mask) == [1, 1, 1, 1, 1, 0, 0, 0]
+    assert list(text.object_mask) == [0, 0, 0, 1, 0, 0, 0, 0]  # "car"
+    long = tokenize("the red car parked on the left of the large white building")
+    assert len(long.input_ids) == 8 and sum(long.attention_mask) == 8 and long.input_ids[-1] == 102
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
@@ -49,6 +51,8 @@ def test_transform_shapes_normalization_and_gt(tokenize):
     assert torch.allclose(out["image"], torch.full((3, 8, 8), (128 / 255 - 0.5) / 0.25), atol=1e-6)
     assert out["mask"].shape == (8, 8) and set(out["mask"].unique().tolist()) <= {0.0, 1.0}
     assert out["gt_mask"].shape == (4, 6) and int(out["gt_mask"].sum()) == 6  # native size kept
+    assert out["object_mask"].tolist() == [0, 0, 0, 1, 0, 0, 0, 0]
+    assert out["position_mask"].tolist() == out["attention_mask"].tolist()  # no position phrase: full mask
     fixed = SampleTransform(tokenize, image_size=8, mean=(0, 0, 0), std=(1, 1, 1), eval_size=12, with_gt=True)
     assert fixed(sample())["gt_mask"].shape == (12, 12)
 
@@ -73,3 +77,13 @@ def test_manifest_is_order_independent_and_sees_text_changes():
     assert split_manifest(a)["sha256"] != split_manifest([sample("x", "one"), sample("y", "vehicle")])["sha256"]
     with pytest.raises(ValueError, match="'x' appears more than once"):
         split_manifest([sample("x"), sample("x")])
+
+
+def test_class_words_from_samples_or_dataset():
+    samples = [sample("a"), {**sample("b"), "class_name": "storage tank"}]
+    assert class_words(samples) == ["storage tank", "vehicle"]
+
+    class WithWords(list):
+        class_words = ("car", "vehicle", "car")
+
+    assert class_words(WithWords(samples)) == ["car", "vehicle"]

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 from data.rrsisd_fixture import write_rrsisd_fixture
 from PIL import Image
-from rrsis_bench.datasets.rrsisd import RRSISDDataset, class_only_oracle
+from pycocotools import mask as coco_mask
+from rrsis_bench.datasets.rrsisd import RRSISDDataset, class_only_oracle, decode_segmentation
 
-# pycocotools (2.0.x) trips numpy 2's `__array__(copy=...)` deprecation inside its own decode.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = [
+    # pycocotools (2.0.x) trips numpy 2's `__array__(copy=...)` deprecation inside its own decode.
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+    # The fixture's 80×80 test image is annotated at 40×40 on purpose; the warning has its own test.
+    pytest.mark.filterwarnings("ignore:.*annotation says:UserWarning"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +175,85 @@ def test_annotation_without_segmentation_is_reported(tmp_path):
     instances_path.write_text(json.dumps(instances))
     with pytest.raises(ValueError, match="segmentation"):
         RRSISDDataset(tmp_path, "train")
+
+
+def test_overlapping_parts_union_versus_official(fixture_root):
+    root, expected = fixture_root
+    union = next(s for s in RRSISDDataset(root, "val") if s["ann_id"] == 14)
+    official = next(s for s in RRSISDDataset(root, "val", overlap="official") if s["ann_id"] == 14)
+    shared = (slice(6, 10), slice(36, 40))  # rows y 6..9, columns x 36..39: covered by both parts
+    assert int(union["mask"].sum()) == expected["samples"]["7_108"]["area"] == 80 + 80 - 16
+    assert union["mask"][shared].all()
+    assert int(official["mask"].sum()) == expected["official_areas"]["7_108"] == 80 + 80 - 2 * 16
+    assert not official["mask"][shared].any()
+    outside = union["mask"].copy()
+    outside[shared] = False
+    assert np.array_equal(official["mask"], outside)
+
+
+def test_official_overlap_changes_nothing_without_overlaps(fixture_root):
+    root, expected = fixture_root
+    for split in ("train", "val", "test"):
+        union = RRSISDDataset(root, split)
+        official = RRSISDDataset(root, split, overlap="official")
+        assert official.overlap == "official" and union.overlap == "union"
+        for index in range(len(union)):
+            sample_id = union.sample_id(index)
+            if sample_id in expected["official_areas"]:
+                continue
+            assert np.array_equal(union.target_mask(index), official.target_mask(index))
+
+
+def test_official_overlap_on_rle_parts():
+    first = np.zeros((6, 8), dtype=np.uint8)
+    first[0:4, 0:4] = 1
+    second = np.zeros((6, 8), dtype=np.uint8)
+    second[2:6, 2:8] = 1
+    parts = [coco_mask.encode(np.asfortranarray(part)) for part in (first, second)]
+    union = decode_segmentation(parts, 6, 8)
+    official = decode_segmentation(parts, 6, 8, overlap="official")
+    assert union.sum() == 16 + 24 - 4
+    assert official.sum() == 16 + 24 - 2 * 4 and not official[2:4, 2:4].any()
+
+
+def test_unknown_overlap_lists_the_modes(fixture_root):
+    root, _ = fixture_root
+    with pytest.raises(ValueError, match="'union', 'official'"):
+        RRSISDDataset(root, "train", overlap="sum")
+    with pytest.raises(ValueError, match="'union', 'official'"):
+        decode_segmentation([[0, 0, 4, 0, 4, 4]], 8, 8, overlap="max")
+
+
+def test_size_mismatch_is_counted_and_warned_once(fixture_root):
+    root, expected = fixture_root
+    dataset = RRSISDDataset(root, "test")
+    assert dataset.num_size_mismatch == 0  # counted as masks are decoded
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            for index in range(len(dataset)):
+                dataset[index]
+                dataset.class_union_mask(index)
+    mismatch = [
+        w for w in caught if issubclass(w.category, UserWarning) and "annotation says" in str(w.message)
+    ]
+    assert len(mismatch) == 1
+    message = str(mismatch[0].message)
+    assert "fixture_002.jpg" in message and "80x80" in message and "40x40" in message and "resized" in message
+    assert dataset.num_size_mismatch == expected["size_mismatch"]["test"] == 1
+    # Once per dataset object: a new object reports it again.
+    with pytest.warns(UserWarning, match="fixture_002.jpg"):
+        RRSISDDataset(root, "test").target_mask(
+            next(i for i in range(len(dataset)) if dataset[i]["image_id"] == 2)
+        )
+
+
+def test_no_size_mismatch_no_warning(fixture_root):
+    root, expected = fixture_root
+    for split in ("train", "val"):
+        dataset = RRSISDDataset(root, split)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            for sample in dataset:
+                assert sample["mask"].shape == (sample["image"].height, sample["image"].width)
+        assert dataset.num_size_mismatch == expected["size_mismatch"][split] == 0

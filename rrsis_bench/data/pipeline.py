@@ -2,7 +2,9 @@
 
 Train and eval share one transform: resize the image to ``image_size``² (bilinear, aspect ratio not
 kept, as the RRSIS recipes do), normalize with the method's mean/std, resize the target mask with
-nearest neighbour, tokenize the expression to ``max_tokens``. Eval batches also carry the ground
+nearest neighbour, and encode the expression with :class:`~rrsis_bench.data.text.ExpressionEncoder`
+(token ids and attention mask to ``max_tokens``, plus the ground-object and spatial-position token
+masks that FIANet-style methods use). Eval batches also carry the ground
 truth at the scoring resolution (``eval_size``² nearest-resized, or the native size when
 ``eval_size`` is None) so predictions are scored exactly as the protocol says.
 """
@@ -17,35 +19,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from rrsis_bench.data.manifest import sample_metadata
+from rrsis_bench.data.text import ExpressionEncoder
 from rrsis_bench.masks import resize_mask
-
-
-class Tokenize:
-    """Tokenize an expression to fixed length with [CLS]/[SEP], right padding and an attention mask.
-
-    Results are memoized per text: datasets repeat expressions across epochs.
-    """
-
-    def __init__(self, tokenizer, max_tokens: int) -> None:
-        if max_tokens < 3:
-            raise ValueError(f"max_tokens must be at least 3 (got {max_tokens}).")
-        self.tokenizer = tokenizer
-        self.max_tokens = max_tokens
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __call__(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if text not in self._cache:
-            if not text or not text.strip():
-                raise ValueError("A referring expression is empty or whitespace-only; every sample needs text.")
-            enc = self.tokenizer(
-                text.strip(), padding="max_length", truncation=True, max_length=self.max_tokens,
-                return_attention_mask=True,
-            )
-            self._cache[text] = (
-                torch.tensor(enc["input_ids"], dtype=torch.long),
-                torch.tensor(enc["attention_mask"], dtype=torch.long),
-            )
-        return self._cache[text]
 
 
 class SampleTransform:
@@ -53,7 +29,7 @@ class SampleTransform:
 
     def __init__(
         self,
-        tokenize: Tokenize,
+        encode: ExpressionEncoder,
         *,
         image_size: int,
         mean: Sequence[float],
@@ -61,7 +37,7 @@ class SampleTransform:
         eval_size: int | None = None,
         with_gt: bool = False,
     ) -> None:
-        self.tokenize = tokenize
+        self.encode = encode
         self.image_size = int(image_size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
@@ -73,15 +49,18 @@ class SampleTransform:
         image = sample["image"].convert("RGB").resize(size, Image.BILINEAR)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
         mask = np.asarray(sample["mask"], dtype=bool)
-        input_ids, attention_mask = self.tokenize(sample["text"])
+        text = self.encode(sample["text"])
         out = {
             "image": (pixels - self.mean) / self.std,
             "mask": torch.from_numpy(resize_mask(mask, size).astype(np.float32)),
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
+            "input_ids": torch.tensor(text.input_ids, dtype=torch.long),
+            "attention_mask": torch.tensor(text.attention_mask, dtype=torch.long),
+            "object_mask": torch.tensor(text.object_mask, dtype=torch.long),
+            "position_mask": torch.tensor(text.position_mask, dtype=torch.long),
             "sample_id": str(sample["sample_id"]),
             "text": sample["text"],
             "class_name": sample.get("class_name", ""),
+            "weak": bool(sample.get("weak", False)),  # the expression was replaced by the class name
         }
         if self.with_gt:
             gt = mask if self.eval_size is None else resize_mask(mask, (self.eval_size, self.eval_size))
@@ -98,6 +77,11 @@ class TransformedDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward the epoch to samples that draw per-epoch randomness (box augmentation)."""
+        if hasattr(self.samples, "set_epoch"):
+            self.samples.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.transform(self.samples[index])
@@ -119,3 +103,12 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             batch[key] = values
     return batch
+
+
+def class_words(samples: Sequence[dict]) -> list[str]:
+    """The class words the expression encoder looks for: the dataset's own ``class_words`` (names
+    and synonyms) when it has them, else the distinct class names of its samples."""
+    declared = getattr(samples, "class_words", None)
+    if declared:
+        return sorted(set(declared))
+    return sorted({str(sample_metadata(samples, i).get("class_name") or "") for i in range(len(samples))} - {""})

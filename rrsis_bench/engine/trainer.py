@@ -295,6 +295,8 @@ class Trainer:
         s = self.settings
         self.model.train()
         self.sampler.set_epoch(epoch)
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
         losses: list[float] = []
         seen = 0
         t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """A tiny dataset in the RRSIS-D on-disk layout, with every expected fact written out by hand.
 
-Covers: a polygon with two parts, compressed RLE (string counts), uncompressed RLE (list counts),
+Covers: a polygon with two parts, a polygon with two overlapping parts (union and the official
+"sum == 1" rule differ on it), compressed RLE (string counts), uncompressed RLE (list counts),
 a ref with two sentences, train/val/test refs (one test ref is split "testB"), and an image whose
 real size (80×80) differs from its annotation (40×40), so masks must be resized ×2.
 """
@@ -48,6 +49,8 @@ def _uncompressed_rle(mask: np.ndarray) -> dict:
 def _annotations() -> list[dict]:
     # Pycocotools rasterises the integer polygon (x0,y0)-(x1,y1) to pixels x0..x1-1, y0..y1-1.
     two_part_polygon = [[2, 2, 10, 2, 10, 8, 2, 8], [20, 4, 26, 4, 26, 12, 20, 12]]
+    # x 30..39 × y 2..9 and x 36..45 × y 6..13: 80 + 80 pixels sharing x 36..39 × y 6..9 (16 pixels).
+    overlapping_polygon = [[30, 2, 40, 2, 40, 10, 30, 10], [36, 6, 46, 6, 46, 14, 36, 14]]
     return [
         {"id": 11, "image_id": 1, "category_id": 1, "segmentation": two_part_polygon},
         {
@@ -62,6 +65,7 @@ def _annotations() -> list[dict]:
             "category_id": 2,
             "segmentation": _uncompressed_rle(_block(32, 48, (14, 18), (2, 8))),
         },
+        {"id": 14, "image_id": 1, "category_id": 3, "segmentation": overlapping_polygon},
         {"id": 21, "image_id": 2, "category_id": 3, "segmentation": [[4, 4, 14, 4, 14, 10, 4, 10]]},
         {
             "id": 22,
@@ -102,6 +106,7 @@ REFS = [
     _ref(4, 21, 2, 3, "test", {105: "the small airplane"}),
     _ref(5, 22, 2, 3, "test", {106: "the large airplane"}),
     _ref(6, 31, 3, 2, "testB", {107: "the tank"}),
+    _ref(7, 14, 1, 3, "val", {108: "the airplane at the top right"}),
 ]
 
 # Facts at the REAL image size. bbox = (x_min, y_min, x_max, y_max), inclusive pixel indices.
@@ -135,6 +140,14 @@ EXPECTED_SAMPLES = {
         "class_name": "storage tank",
         "class_union_area": 24,
     },
+    # Overlapping parts: union 80 + 80 - 16; the official rule drops the overlap too (see OFFICIAL_AREAS).
+    "7_108": {
+        "split": "val",
+        "area": 144,
+        "bbox": (30, 2, 45, 13),
+        "class_name": "airplane",
+        "class_union_area": 144,
+    },
     # image 2 is annotated at 40×40 but is 80×80 on disk: areas ×4, coordinates ×2.
     "4_105": {
         "split": "test",
@@ -160,12 +173,20 @@ EXPECTED_SAMPLES = {
 }
 
 
+# Mask areas under overlap="official" where they differ from the union (sample_id → area).
+OFFICIAL_AREAS = {"7_108": 80 + 80 - 2 * 16}
+
+# Images whose real size differs from their annotation, per split (the size-mismatch counter).
+SIZE_MISMATCH = {"train": 0, "val": 0, "test": 1}
+
+
 def write_rrsisd_fixture(root: Path) -> dict:
     """Write the fixture under ``root`` (RRSIS-D layout) and return the facts tests assert on.
 
     Returns ``counts`` (samples per split), ``samples`` (sample_id → split, area, bbox, class_name,
-    class_union_area, text, image_id), ``class_names`` (category id → name) and ``image_files``
-    (image id → path of the JPEG).
+    class_union_area, text, image_id), ``class_names`` (category id → name), ``image_files``
+    (image id → path of the JPEG), ``official_areas`` (sample_id → area under ``overlap="official"``,
+    for the samples where it differs) and ``size_mismatch`` (split → images whose size is wrong).
     """
     root = Path(root)
     image_dir = root / "images" / "rrsisd" / "JPEGImages"
@@ -196,4 +217,11 @@ def write_rrsisd_fixture(root: Path) -> dict:
                 "image_id": ref["image_id"],
             }
     counts = {split: sum(s["split"] == split for s in samples.values()) for split in ("train", "val", "test")}
-    return {"counts": counts, "samples": samples, "class_names": dict(CATEGORIES), "image_files": image_files}
+    return {
+        "counts": counts,
+        "samples": samples,
+        "class_names": dict(CATEGORIES),
+        "image_files": image_files,
+        "official_areas": dict(OFFICIAL_AREAS),
+        "size_mismatch": dict(SIZE_MISMATCH),
+    }
