@@ -11,6 +11,8 @@ from data.refsegrs_fixture import write_refsegrs_fixture
 from PIL import Image
 from rrsis_bench.datasets.refsegrs import CATEGORIES, RefSegRSDataset, class_name_of, read_mask
 
+from rrsis_bench.masks import mask_bbox
+
 # The fixture's 24×24 mask for a 48×48 image is there on purpose; the warning has its own test.
 pytestmark = pytest.mark.filterwarnings("ignore:.*but its image is:UserWarning")
 
@@ -19,11 +21,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*but its image is:UserWarning")
 def fixture_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("refsegrs")
     return root, write_refsegrs_fixture(root)
-
-
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])
@@ -46,7 +43,7 @@ def test_samples_match_expected_masks(fixture_root, split):
         assert sample["mask"].dtype == bool
         assert sample["mask"].shape == (sample["image"].height, sample["image"].width)
         assert int(sample["mask"].sum()) == facts["area"]
-        assert _bbox(sample["mask"]) == facts["bbox"]
+        assert mask_bbox(sample["mask"]) == facts["bbox"]
         for key in ("text", "class_name", "image_id", "line_number"):
             assert sample[key] == facts[key], key
 

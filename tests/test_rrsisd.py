@@ -14,6 +14,8 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from rrsis_bench.datasets.rrsisd import RRSISDDataset, class_only_oracle, decode_segmentation
 
+from rrsis_bench.masks import mask_bbox
+
 pytestmark = [
     # pycocotools (2.0.x) trips numpy 2's `__array__(copy=...)` deprecation inside its own decode.
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
@@ -26,11 +28,6 @@ pytestmark = [
 def fixture_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("rrsisd")
     return root, write_rrsisd_fixture(root)
-
-
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])
@@ -52,7 +49,7 @@ def test_samples_match_expected_masks(fixture_root, split):
         assert sample["mask"].dtype == bool
         assert sample["mask"].shape == (sample["image"].height, sample["image"].width)
         assert int(sample["mask"].sum()) == facts["area"]
-        assert _bbox(sample["mask"]) == facts["bbox"]
+        assert mask_bbox(sample["mask"]) == facts["bbox"]
         assert sample["class_name"] == facts["class_name"] == expected["class_names"][sample["category_id"]]
         assert sample["text"] == facts["text"]
         assert sample["image_id"] == facts["image_id"]
