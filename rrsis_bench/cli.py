@@ -33,6 +33,7 @@ commands:
   list         list registered methods or datasets: list methods|datasets [--json] [PATTERN]
   leaderboard  regenerate leaderboards/<dataset>.md/.csv from run records
   data         check or describe a dataset on disk: data verify|stats data=NAME data.root=DIR
+  profile      parameters, forward FLOPs, latency, peak memory: profile method=NAME [image_size=480]
 
 `rrsis-bench <command> --help` explains each command.
 Multi-GPU: torchrun --nproc-per-node N -m rrsis_bench run [key=value ...]
@@ -236,6 +237,52 @@ def cmd_data(args: Sequence[str], console: Console) -> int:
     return 0
 
 
+PROFILE_HELP = """\
+usage: rrsis-bench profile method=NAME [image_size=480] [batch_size=1] [max_tokens=20] [device=auto]
+                           [repeats=5] [out=FILE.json] [method.KEY=VALUE ...]
+
+Build a method (method.KEY=VALUE are keyword arguments of its factory, e.g. method.pretrained=false)
+and measure it on a dummy batch: params (all parameters, text encoder included), trainable params,
+forward FLOPs (torch.utils.flop_counter: 2 per multiply-add; gmacs = flops/2), median latency of
+`repeats` forward passes after 2 warm-up passes, and peak memory (CUDA max allocated, or process
+peak RSS on CPU) on the current device. Prints a table; writes JSON to out= when given.
+"""
+
+
+def _yaml_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def cmd_profile(args: Sequence[str], console: Console) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        console.print(PROFILE_HELP, markup=False, highlight=False)
+        return 0
+    from rrsis_bench.io import atomic_write_json
+    from rrsis_bench.profile import profile_method
+
+    method_kwargs = {a.partition("=")[0][len("method."):]: _yaml_value(a.partition("=")[2])
+                     for a in args if a.startswith("method.")}
+    opts = parse_key_values([a for a in args if not a.startswith("method.")],
+                            {"method": None, "image_size": "480", "batch_size": "1", "max_tokens": "20",
+                             "device": "auto", "repeats": "5", "out": ""}, "profile")
+    result = profile_method(opts["method"], image_size=int(opts["image_size"]), batch_size=int(opts["batch_size"]),
+                            max_tokens=int(opts["max_tokens"]), device=opts["device"], repeats=int(opts["repeats"]),
+                            **method_kwargs)
+    table = Table(title=f"rrsis-bench profile: {result['method']}")
+    for column in ("params", "trainable", "GFLOPs", "GMACs", "latency (ms)", "peak memory (MB)", "device"):
+        table.add_column(column)
+    table.add_row(f"{result['params']:,}", f"{result['trainable_params']:,}", f"{result['gflops']:.2f}",
+                  f"{result['gmacs']:.2f}", f"{result['latency_ms']['median']:.1f}", f"{result['peak_memory_mb']:.0f}",
+                  result["device"])
+    console.print(table)
+    if opts["out"]:
+        atomic_write_json(opts["out"], result)
+        console.print(f"Wrote {opts['out']}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Hydra apps
 def _store_plugin_method_configs() -> None:
@@ -307,6 +354,7 @@ def run_hydra(command: str, args: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------------------------
 PLAIN_COMMANDS: dict[str, Callable[[Sequence[str], Console], int]] = {
     "score": cmd_score, "list": cmd_list, "leaderboard": cmd_leaderboard, "data": cmd_data,
+    "profile": cmd_profile,
 }
 
 

@@ -103,7 +103,7 @@ def test_leaderboard_from_run_records(debug_run, tmp_path):
     assert (out / "reported.md").is_file()
 
 
-@pytest.mark.parametrize("command", ["run", "eval", "score", "list", "leaderboard", "data"])
+@pytest.mark.parametrize("command", ["run", "eval", "score", "list", "leaderboard", "data", "profile"])
 def test_every_command_has_help(command, capsys):
     try:
         code = main([command, "--help"])
