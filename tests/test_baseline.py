@@ -92,3 +92,37 @@ def test_bce_dice_by_hand():
     # Dice: 1 - (2*0.5 + 1) / (2 + 1 + 1) = 0.5
     assert dice_loss(logits, target).item() == pytest.approx(0.5)
     assert terms["loss"].item() == pytest.approx(terms["bce"].item() + 0.5)
+
+
+def test_official_loss_equals_the_two_logit_formulation():
+    """One logit z is the two-logit softmax over (0, z): compare with PyTorch's own weighted CE."""
+    from rrsis_bench.nn.losses import rrsis_official_loss
+
+    torch.manual_seed(0)
+    z = torch.randn(3, 1, 5, 4)
+    target = (torch.rand(3, 5, 4) > 0.6).float()
+    terms = rrsis_official_loss(z, target)
+    two = torch.cat([torch.zeros_like(z), z], dim=1)  # (B, 2, H, W): background logit 0
+    ce = torch.nn.functional.cross_entropy(two, target.long(), weight=torch.tensor([0.9, 1.1]))
+    probs = two.softmax(1)
+    onehot = torch.stack([1 - target, target], 1)
+    dice = sum(
+        1 - (2 * (probs[b, c] * onehot[b, c]).sum() + 1e-6) / (probs[b, c].sum() + onehot[b, c].sum() + 1e-6)
+        for b in range(3) for c in range(2)
+    )
+    assert terms["ce"].item() == pytest.approx(ce.item(), rel=1e-5)
+    assert terms["dice"].item() == pytest.approx(dice.item(), rel=1e-5)
+    assert terms["loss"].item() == pytest.approx(0.9 * ce.item() + 0.1 * dice.item(), rel=1e-5)
+
+
+def test_official_loss_by_hand():
+    from rrsis_bench.nn.losses import rrsis_official_loss
+
+    logits = torch.zeros(1, 1, 1, 2)  # p = 0.5 for both pixels
+    target = torch.tensor([[[1.0, 0.0]]])
+    terms = rrsis_official_loss(logits, target)
+    # CE: both pixels −log 0.5; weighted mean (1.1·ln2 + 0.9·ln2) / 2 = ln 2
+    assert terms["ce"].item() == pytest.approx(0.693147, rel=1e-5)
+    # Dice per class: fg 1 − (2·0.5 + ε)/(1 + 1 + ε) = 0.5; bg the same → summed 1.0
+    assert terms["dice"].item() == pytest.approx(1.0, rel=1e-5)
+    assert terms["loss"].item() == pytest.approx(0.9 * 0.693147 + 0.1, rel=1e-5)

@@ -28,3 +28,37 @@ def bce_dice_loss(
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
     dice = dice_loss(logits, target)
     return {"loss": bce_weight * bce + dice_weight * dice, "bce": bce.detach(), "dice": dice.detach()}
+
+
+def rrsis_official_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    class_weights: tuple[float, float] = (0.9, 1.1),
+    ce_weight: float = 0.9,
+    dice_weight: float = 0.1,
+    eps: float = 1e-6,
+) -> dict[str, torch.Tensor]:
+    """The LAVT/RMSIN/FIANet loss, expressed on one foreground logit.
+
+    The official models predict two logits (background, foreground); with logits (0, z) the
+    softmax equals (1 − σ(z), σ(z)), so one logit loses nothing. The loss is
+    ``ce_weight`` × class-weighted cross-entropy (weights (bg, fg) = ``class_weights``, PyTorch's
+    weighted mean: Σ wᵧ·(−log pᵧ) / Σ wᵧ) + ``dice_weight`` × Dice, where Dice is
+    1 − (2·Σpg + eps) / (Σp + Σg + eps) per image and per class, **summed** over the batch and both
+    classes (so it grows with the batch size, as in the official code).
+    """
+    if logits.dim() == 4:
+        logits = logits[:, 0]
+    z = logits.float()
+    fg = target.float()
+    log_p_fg, log_p_bg = F.logsigmoid(z), F.logsigmoid(-z)
+    w_bg, w_fg = class_weights
+    pixel_weights = w_fg * fg + w_bg * (1 - fg)
+    ce = -(pixel_weights * (fg * log_p_fg + (1 - fg) * log_p_bg)).sum() / pixel_weights.sum()
+    p_fg = torch.sigmoid(z).flatten(1)
+    dice = z.new_zeros(())
+    for prob, truth in ((p_fg, fg.flatten(1)), (1 - p_fg, 1 - fg.flatten(1))):
+        inter = (prob * truth).sum(1)
+        dice = dice + (1 - (2 * inter + eps) / (prob.sum(1) + truth.sum(1) + eps)).sum()
+    return {"loss": ce_weight * ce + dice_weight * dice, "ce": ce.detach(), "dice": dice.detach()}
