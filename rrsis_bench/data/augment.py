@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from rrsis_bench.data.manifest import sample_metadata
+from rrsis_bench.data.wrappers import SampleView
 
 
 def _sort_key(ref_id: Any) -> tuple[str, str]:
@@ -102,7 +103,7 @@ class RandomBoxes:
         )
 
 
-class AugmentedDataset(Sequence):
+class AugmentedDataset(SampleView):
     """Training samples where the refs chosen by ``boxes.select`` get random boxes on every load.
 
     The subset is drawn once, here, from each sample's ``ref_id`` (``sample_id`` when a sample has
@@ -126,9 +127,6 @@ class AugmentedDataset(Sequence):
             raise ValueError(f"epoch must be non-negative (got {epoch}).")
         self.epoch = int(epoch)
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
         if not -len(self) <= index < len(self):
             raise IndexError(f"Index {index} is out of range for a dataset of length {len(self)}.")
@@ -141,12 +139,6 @@ class AugmentedDataset(Sequence):
     def metadata(self, index: int) -> dict[str, Any]:
         """Sample ``index`` without pixels; boxes change pixels only, so this is the wrapped metadata."""
         return sample_metadata(self.samples, index)
-
-    def __getattr__(self, name: str) -> Any:
-        # Dataset extras (split, sample_id(i), name …) pass through to the wrapped set.
-        if name == "samples":
-            raise AttributeError(name)
-        return getattr(self.samples, name)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.samples!r}, {self.boxes!r}, boxed_refs={len(self.selected_refs)})"

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from rrsis_bench.data.manifest import sample_metadata
+from rrsis_bench.data.wrappers import SampleView
 
 SCHEMES = ("nested", "lrbwrel")
 
@@ -149,7 +150,7 @@ def lrbwrel_weak_ids(metadata: Sequence[dict], ratio_masked: float, *, seed: int
     return sorted(weak)
 
 
-class WeakExpressions(Sequence):
+class WeakExpressions(SampleView):
     """Training samples where every id outside ``accurate_ids`` reads its class name as expression.
 
     Every sample gains ``weak`` (bool) and ``original_text`` (the accurate expression), so batches
@@ -169,9 +170,6 @@ class WeakExpressions(Sequence):
         self.samples = samples
         self.split = split
         self.accurate_ids = frozenset(str(i) for i in accurate_ids)
-
-    def __len__(self) -> int:
-        return len(self.samples)
 
     def _weaken(self, sample: dict[str, Any]) -> dict[str, Any]:
         sample_id = str(sample["sample_id"])
@@ -196,12 +194,6 @@ class WeakExpressions(Sequence):
     def metadata(self, index: int) -> dict[str, Any]:
         """Sample ``index`` without pixels (the wrapped dataset's ``metadata`` when it has one)."""
         return self._weaken(sample_metadata(self.samples, index))
-
-    def __getattr__(self, name: str) -> Any:
-        # Dataset extras (sample_id(i), target_mask(i), name, root …) pass through to the wrapped set.
-        if name == "samples":
-            raise AttributeError(name)
-        return getattr(self.samples, name)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.samples!r}, accurate={len(self.accurate_ids)}/{len(self)})"
