@@ -1,8 +1,8 @@
 """The `rrsis-bench` command: a thin dispatcher in front of Hydra apps and plain commands.
 
 ``run`` and ``eval`` are Hydra apps (overrides as ``key=value``, ``-m`` for multirun, Hydra's
-``--cfg``/``--info``); ``score``, ``list`` and ``leaderboard`` are plain commands that also take
-``key=value`` arguments. Under ``torchrun`` every process runs this same command; only rank 0
+``--cfg``/``--info``); ``score``, ``list``, ``leaderboard``, ``data``, ``profile`` and ``convert`` are
+plain commands that also take ``key=value`` arguments. Under ``torchrun`` every process runs this same command; only rank 0
 keeps a Hydra run folder and writes outputs.
 """
 
@@ -34,6 +34,7 @@ commands:
   leaderboard  regenerate leaderboards/<dataset>.md/.csv from run records
   data         check or describe a dataset on disk: data verify|stats data=NAME data.root=DIR
   profile      parameters, forward FLOPs, latency, peak memory: profile method=NAME [image_size=480]
+  convert      import an official LAVT/FIANet checkpoint: convert method=NAME src=FILE.pth out=DIR
 
 `rrsis-bench <command> --help` explains each command.
 Multi-GPU: torchrun --nproc-per-node N -m rrsis_bench run [key=value ...]
@@ -243,9 +244,14 @@ usage: rrsis-bench profile method=NAME [image_size=480] [batch_size=1] [max_toke
 
 Build a method (method.KEY=VALUE are keyword arguments of its factory, e.g. method.pretrained=false)
 and measure it on a dummy batch: params (all parameters, text encoder included), trainable params,
-forward FLOPs (torch.utils.flop_counter: 2 per multiply-add; gmacs = flops/2), median latency of
-`repeats` forward passes after 2 warm-up passes, and peak memory (CUDA max allocated, or process
-peak RSS on CPU) on the current device. Prints a table; writes JSON to out= when given.
+forward FLOPs (torch.utils.flop_counter: 2 per multiply-add; gmacs = flops/2; methods with a
+faithful path, such as fianet and lavt, are counted on it because fused attention kernels are
+invisible to the counter), median latency of `repeats` forward passes after 2 warm-up passes, and
+peak memory (CUDA max allocated, or process peak RSS on CPU) on the current device. Prints a
+table; writes JSON to out= when given.
+
+Example (the faithful FIANet without downloading weights):
+  rrsis-bench profile method=fianet method.pretrained=false method.text_pretrained=false out=fianet.json
 """
 
 
@@ -280,6 +286,138 @@ def cmd_profile(args: Sequence[str], console: Console) -> int:
     if opts["out"]:
         atomic_write_json(opts["out"], result)
         console.print(f"Wrote {opts['out']}")
+    return 0
+
+
+CONVERT_HELP = """\
+usage: rrsis-bench convert method=NAME src=FILE.pth out=DIR [data=rrsisd] [data.root=DIR] [strict=true]
+                           [KEY=VALUE ...]
+
+Import a checkpoint of the official LAVT or FIANet code into method NAME (lavt, fianet or their
+test_* sizes) and write a folder that `rrsis-bench eval checkpoint=DIR` scores:
+  DIR/checkpoints/best/model.safetensors   the weights (meta.json beside them: source file, sha256)
+  DIR/checkpoints/config.yaml              the run config of method=NAME data=NAME (with its recipe)
+The method is built from that config with pretrained=false text_pretrained=false (nothing is
+downloaded; every tensor comes from the file) and the options given as KEY=VALUE or method.KEY=VALUE
+(values in YAML, e.g. num_tmem=3 or object_branch=false), which are saved in config.yaml too.
+src may hold {'model': state_dict, 'args': ...}, a 'state_dict' or a bare state dict; DDP's module.
+prefix and the two-model LAVT's separate 'bert_model' are accepted. Every tensor is checked: missing,
+unexpected or mis-shaped tensors stop the import with their list and the fix; strict=false loads the
+matching tensors and keeps the others at their random init (listed in meta.json). The official
+2-logit head is folded into our single foreground logit (same probabilities). The names of FIANet's
+own modules are provisional (rrsis_bench/methods/fianet/official.py). data.root (the dataset folder)
+may be given here or at eval time (data.root=DIR). To hand weights back to the official code, use
+rrsis_bench.nn.official_lavt.to_official(model) in Python.
+"""
+
+CONVERT_KEYS = {"method": None, "src": None, "out": None, "data": "rrsisd", "data.root": "", "strict": "true"}
+
+
+def _split_convert_args(args: Sequence[str]) -> tuple[list[str], dict]:
+    """(the command's own key=value words, method options)."""
+    own, options = [], {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.startswith("method."):
+            options[key[len("method."):]] = _yaml_value(value)
+        elif sep and key and key not in CONVERT_KEYS:
+            options[key] = _yaml_value(value)
+        else:
+            own.append(arg)
+    return own, options
+
+
+def _run_config(method: str, data: str) -> dict:
+    """The config `rrsis-bench run method=METHOD data=DATA` would use (method and data files, the
+    published recipe for the pair if any, trainer defaults), composed without running anything."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    from rrsis_bench.registry import config_search_paths
+
+    _store_plugin_method_configs()
+    overrides = [f"method={method}", f"data={data}"]
+    paths = config_search_paths()
+    if paths:
+        overrides.append("hydra.searchpath=[" + ",".join(paths) + "]")
+    try:
+        with initialize_config_module("rrsis_bench.conf", version_base="1.3"):
+            cfg = compose("run", overrides=overrides)
+    except (HydraException, OSError) as exc:
+        raise UsageError(f"Cannot compose the config of method={method} data={data}: {exc}") from exc
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert_official(method: str, src: str | os.PathLike, out: str | os.PathLike, *, data: str = "rrsisd",
+                     data_root: str = "", strict: bool = True, **options) -> Path:
+    """Import the official checkpoint ``src`` into ``method`` and write the folder ``out`` (see
+    CONVERT_HELP). Returns the checkpoint folder (``out/checkpoints/best``)."""
+    from omegaconf import OmegaConf
+
+    from rrsis_bench.engine import checkpoint as ckpt
+    from rrsis_bench.engine.trainer import BEST
+    from rrsis_bench.io import atomic_write_text
+    from rrsis_bench.nn.official_lavt import load_official_checkpoint, official_rules
+    from rrsis_bench.registry import create_method
+    from rrsis_bench.tasks import CONFIG_FILE
+
+    src = Path(src).expanduser()
+    if not src.is_file():
+        raise FileNotFoundError(f"No official checkpoint at {src}.")
+    config = _run_config(method, data)
+    if data_root:
+        config["data"]["root"] = data_root
+    method_cfg = {k: v for k, v in config["method"].items() if k != "name"}
+    method_cfg.update({"pretrained": False, "text_pretrained": False, **options})
+    try:
+        model = create_method(method, **method_cfg)
+    except TypeError as exc:
+        raise UsageError(f"method {method} does not take these options ({exc}); see its factory.") from exc
+    try:
+        rules = official_rules(model)
+    except TypeError as exc:  # no official layout for this method
+        raise UsageError(str(exc)) from exc
+    result = load_official_checkpoint(model, src, strict=strict, rules=rules)
+    folder = Path(out).expanduser()
+    meta = {"source": "official checkpoint", "file": str(src.resolve()), "sha256": _sha256(src),
+            "method": method, "strict": strict, "missing": result.missing, "unexpected": result.unexpected}
+    weights = ckpt.save_checkpoint(folder / "checkpoints" / BEST, model, meta=meta)
+    config.update(task="convert", method={"name": method, **method_cfg},
+                  source={"file": meta["file"], "sha256": meta["sha256"]})
+    atomic_write_text(folder / "checkpoints" / CONFIG_FILE, OmegaConf.to_yaml(config))
+    return weights
+
+
+def cmd_convert(args: Sequence[str], console: Console) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        console.print(CONVERT_HELP, markup=False, highlight=False)
+        return 0
+    own, options = _split_convert_args(args)
+    opts = parse_key_values(own, CONVERT_KEYS, "convert")
+    strict = _yaml_value(opts["strict"])
+    if not isinstance(strict, bool):
+        raise UsageError(f"strict takes true or false, not '{opts['strict']}'.")
+    weights = convert_official(opts["method"], opts["src"], opts["out"], data=opts["data"],
+                               data_root=opts["data.root"], strict=strict, **options)
+    meta = json.loads((weights / "meta.json").read_text())
+    for kind in ("missing", "unexpected"):
+        if meta[kind]:
+            console.print(f"[yellow]{len(meta[kind])} {kind} tensors[/yellow] (strict=false; listed in "
+                          f"{weights / 'meta.json'})", highlight=False)
+    console.print(f"Wrote {weights} and {weights.parent / 'config.yaml'}", highlight=False)
+    root = "" if opts["data.root"] else " data.root=DIR"
+    console.print(f"Score it: rrsis-bench eval checkpoint={opts['out']}{root}", highlight=False, markup=False)
     return 0
 
 
@@ -342,6 +480,10 @@ def run_hydra(command: str, args: Sequence[str]) -> int:
 
             cleanup()
 
+    if command == "eval":
+        # eval's data node starts empty (the run's own data config is the base), so data.KEY=VALUE
+        # adds a key: spell it as Hydra's add-or-override for the user.
+        args = [f"++{a}" if a.startswith("data.") else a for a in args]
     saved = sys.argv
     sys.argv = [f"rrsis-bench {command}", *args, *_hydra_overrides(command)]
     try:
@@ -354,7 +496,7 @@ def run_hydra(command: str, args: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------------------------
 PLAIN_COMMANDS: dict[str, Callable[[Sequence[str], Console], int]] = {
     "score": cmd_score, "list": cmd_list, "leaderboard": cmd_leaderboard, "data": cmd_data,
-    "profile": cmd_profile,
+    "profile": cmd_profile, "convert": cmd_convert,
 }
 
 

@@ -116,7 +116,7 @@ def run_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None:
     raw = {key: load_split(config["data"], key) for key in ("train", "val", config["eval_split"])}
     raw["train"], weak_manifest = prepare_train_split(raw["train"], config["data"], int(config["seed"]))
     encode = ExpressionEncoder(build_tokenizer(model.spec.tokenizer), config["data"]["max_tokens"],
-                               class_words(raw["train"]))
+                               class_words(raw["train"]), object_fallback=config["data"].get("object_fallback", "full"))
     train_set = TransformedDataset(raw["train"], make_transform(model, config["data"], encode, with_gt=False))
     val_set = TransformedDataset(raw["val"], make_transform(model, config["data"], encode, with_gt=True))
     test_set = TransformedDataset(raw[config["eval_split"]], make_transform(model, config["data"], encode, with_gt=True))
@@ -212,7 +212,8 @@ def eval_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None
     if trainer_cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
     samples = load_split(config["data"], cfg.split)
-    encode = ExpressionEncoder(build_tokenizer(model.spec.tokenizer), config["data"]["max_tokens"], class_words(samples))
+    encode = ExpressionEncoder(build_tokenizer(model.spec.tokenizer), config["data"]["max_tokens"], class_words(samples),
+                               object_fallback=config["data"].get("object_fallback", "full"))
     dataset = TransformedDataset(samples, make_transform(model, config["data"], encode, with_gt=True))
     loader = build_eval_loader(dataset, trainer_cfg["eval_batch_size"], trainer_cfg["num_workers"], collate)
     metrics, metric = evaluate(model, loader, device, amp=trainer_cfg["amp"], channels_last=trainer_cfg["channels_last"])

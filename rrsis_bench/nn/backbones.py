@@ -49,6 +49,38 @@ def _efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
 OFFLINE_WEIGHTS = {"efficientnet_lite0": _efficientnet_lite0_state_dict}
 
 
+def create_timm_model(name: str, *, pretrained: bool, weights: str | os.PathLike | None = None,
+                      **kwargs) -> nn.Module:
+    """A full timm model with pretrained weights from (in order) ``weights``, the offline table, timm.
+
+    Raises :class:`PretrainedWeightsUnavailable` with the fix when pretrained weights cannot be had
+    without a download.
+    """
+    if weights is not None or (pretrained and name in OFFLINE_WEIGHTS):
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        state = torch.load(weights, map_location="cpu", weights_only=True) if weights else OFFLINE_WEIGHTS[name]()
+        missing, _ = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith(("head", "classifier", "fc."))]
+        if missing:
+            raise PretrainedWeightsUnavailable(
+                f"The weights for backbone '{name}' lack {len(missing)} tensors (first: {missing[0]}); "
+                "pass a state dict in timm's key layout for this model."
+            )
+        return model
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as exc:
+        raise PretrainedWeightsUnavailable(
+            f"Pretrained weights for backbone '{name}' are not available offline ({type(exc).__name__}: "
+            f"{str(exc)[:200]}). Fetch them once with network access "
+            f"(python -c \"import timm; timm.create_model('{name}', pretrained=True)\") so they sit in the "
+            "Hugging Face cache, pass a local state-dict file with method.backbone_weights=PATH, or set "
+            "method.pretrained=false (random init)."
+        ) from exc
+
+
 def create_feature_backbone(
     name: str,
     *,
@@ -63,25 +95,5 @@ def create_feature_backbone(
     which works only if the weights are already in the local Hugging Face cache or the network is
     reachable; a failure there raises one clear error saying how to fix it.
     """
-    kwargs = dict(features_only=True, out_indices=tuple(out_indices))
-    if weights is not None or (pretrained and name in OFFLINE_WEIGHTS):
-        model = timm.create_model(name, pretrained=False, **kwargs)
-        state = torch.load(weights, map_location="cpu", weights_only=True) if weights else OFFLINE_WEIGHTS[name]()
-        wanted = model.state_dict()
-        missing = [k for k in wanted if k not in state]
-        if missing:
-            raise PretrainedWeightsUnavailable(
-                f"The weights for backbone '{name}' lack {len(missing)} tensors (first: {missing[0]})."
-            )
-        model.load_state_dict({k: state[k] for k in wanted})
-        return model
-    if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    try:
-        return timm.create_model(name, pretrained=True, **kwargs)
-    except Exception as exc:
-        raise PretrainedWeightsUnavailable(
-            f"Pretrained weights for backbone '{name}' are not available offline ({type(exc).__name__}: "
-            f"{exc}). Download them once with network access (timm.create_model('{name}', pretrained=True)), "
-            "pass a local file with method.backbone_weights=PATH, or set method.pretrained=false."
-        ) from exc
+    return create_timm_model(name, pretrained=pretrained, weights=weights, features_only=True,
+                             out_indices=tuple(out_indices))

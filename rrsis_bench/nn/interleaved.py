@@ -1,0 +1,177 @@
+"""The LAVT-family skeleton: language fused inside a staged backbone, then the LAVT decoder.
+
+A subclass says how one stage is fused (:meth:`InterleavedFusionModel.fuse_stage`), which texts it
+encodes (:meth:`encode_text`) and, optionally, how the multi-scale maps are refined before the
+decoder (:meth:`enhance`). Everything else is shared: the staged timm backbone, the transformers
+text encoder with LAVT's partial training, the per-stage LayerNorm on the skip features, the LAVT
+decoder, bilinear upsampling to the input size, the official loss and the official optimizer
+groups.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rrsis_bench.method import MethodSpec, RRSISMethod
+from rrsis_bench.nn.lavt import LanguageAttention, LAVTDecoder, init_lavt_weights
+from rrsis_bench.nn.losses import bce_dice_loss, rrsis_official_loss
+from rrsis_bench.nn.staged import StagedBackbone
+from rrsis_bench.nn.text import MINILM, TextEncoder
+
+# Without its weights, bert-base-uncased is still tokenized exactly: MiniLM (bundled offline)
+# ships the same uncased 30,522-piece WordPiece vocabulary.
+OFFLINE_TOKENIZERS = {"bert-base-uncased": MINILM}
+
+# The official optimizer gives these backbone parameters no weight decay (everything else decays,
+# biases included).
+OFFICIAL_NO_DECAY = ("norm", "relative_position_bias_table", "absolute_pos_embed")
+
+
+class InterleavedFusionModel(RRSISMethod):
+    """Base of LAVT-style methods (see the module docstring).
+
+    ``faithful`` restores the official computation where the fast path differs only in speed:
+    explicit attention instead of ``scaled_dot_product_attention``, and the last stage's fused
+    stream, which the official models compute and then discard.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "swin_base_patch4_window12_384.ms_in22k",
+        pretrained: bool = True,
+        backbone_weights: str | os.PathLike | None = None,
+        backbone_kwargs: dict | None = None,
+        out_indices: list[int] | None = None,
+        frozen_stages: int = 0,
+        text_encoder: str = "bert-base-uncased",
+        text_pretrained: bool = True,
+        text_trainable_layers: int | None = 10,
+        text_config: dict | None = None,
+        tokenizer: str | None = None,
+        decoder_hidden: int = 512,
+        faithful: bool = False,
+        loss: str = "official",
+        paper: str = "",
+        code_url: str = "",
+    ) -> None:
+        """The defaults are the faithful LAVT/FIANet settings.
+
+        ``backbone`` is a timm name (``backbone_kwargs`` go to ``timm.create_model``; for Swin-B
+        window 12 they default to LAVT's), ``out_indices`` the feature levels (default: the last
+        four), ``frozen_stages`` freezes the first backbone stages; ``text_encoder`` is a
+        transformers model (``text_trainable_layers``: only the first N encoder layers train, None
+        all); ``tokenizer`` defaults to the text encoder's own; ``decoder_hidden`` is the LAVT
+        decoder width; ``loss`` is ``official`` or ``bce_dice``.
+        """
+        super().__init__()
+        backbone_kwargs = swin_b_kwargs(backbone, backbone_kwargs)
+        self.backbone = StagedBackbone(backbone, pretrained=pretrained, weights=backbone_weights,
+                                       out_indices=out_indices, **(backbone_kwargs or {}))
+        self.text = TextEncoder(text_encoder, pretrained=text_pretrained, trainable_layers=text_trainable_layers,
+                                config_overrides=text_config)
+        for stage in self.backbone.stages[:frozen_stages]:
+            stage.requires_grad_(False)
+        channels = self.backbone.channels
+        self.stage_norms = nn.ModuleList(nn.LayerNorm(c) for c in channels)
+        self.decoder = LAVTDecoder(channels, decoder_hidden)
+        self.faithful = faithful
+        if loss not in ("official", "bce_dice"):
+            raise ValueError(f"loss must be 'official' (0.9 weighted CE + 0.1 Dice) or 'bce_dice', got {loss!r}.")
+        self.loss_name = loss
+        if tokenizer is None:
+            tokenizer = text_encoder if text_pretrained else OFFLINE_TOKENIZERS.get(text_encoder, text_encoder)
+        self.spec = MethodSpec(tokenizer=tokenizer, paper=paper, code_url=code_url,
+                               notes=f"backbone={backbone} (pretrained={pretrained}), text={text_encoder} "
+                                     f"(pretrained={text_pretrained}), faithful={faithful}")
+
+    def set_faithful(self, faithful: bool) -> None:
+        """Switch between the fast and the faithful computation (same weights, same outputs)."""
+        self.faithful = faithful
+        for module in self.modules():
+            if isinstance(module, LanguageAttention):
+                module.faithful = faithful
+
+    def init_new_layers(self) -> None:
+        """LAVT's init for every layer outside the backbone's own and the text encoder."""
+        for name, module in self.named_children():
+            if name not in ("backbone", "text"):
+                init_lavt_weights(module)
+
+    # -- what a subclass defines -------------------------------------------------------------
+    def encode_text(self, batch: dict) -> dict[str, torch.Tensor]:
+        words = self.text(batch["input_ids"], batch["attention_mask"])
+        return {"context": words, "context_mask": batch["attention_mask"]}
+
+    def fuse_stage(self, index: int, tokens: torch.Tensor, size: tuple[int, int], text: dict,
+                   need_stream: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return (skip tokens for the decoder, fused tokens for the next stage or None)."""
+        raise NotImplementedError
+
+    def enhance(self, maps: list[torch.Tensor], text: dict) -> list[torch.Tensor]:
+        return maps
+
+    # -- shared --------------------------------------------------------------------------------
+    def forward(self, batch: dict) -> torch.Tensor:
+        image = batch["image"]
+        text = self.encode_text(batch)
+        x = self.backbone.stem(image)
+        maps = []
+        last = self.backbone.num_stages - 1
+        for i in range(self.backbone.num_stages):
+            x = self.backbone.run_stage(i, x)
+            tokens, size = self.backbone.to_tokens(x)
+            skip, stream = self.fuse_stage(i, tokens, size, text, need_stream=i < last or self.faithful)
+            skip = self.stage_norms[i](skip)
+            maps.append(skip.transpose(1, 2).reshape(skip.shape[0], -1, *size))
+            if i < last:
+                x = self.backbone.from_tokens(stream, size)
+        maps = self.enhance(maps, text)
+        logits = self.decoder(maps)
+        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        if self.loss_name == "official":
+            return rrsis_official_loss(logits, batch["mask"])
+        return bce_dice_loss(logits, batch["mask"])
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """The official groups: backbone + fusion modules (no decay for norms and relative-position
+        tables), decoder (all decay), and the trainable text-encoder layers (all decay)."""
+        decay, no_decay, decoder, text = [], [], [], []
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            if name.startswith("text."):
+                text.append(param)
+            elif name.startswith("decoder."):
+                decoder.append(param)
+            elif any(key in name for key in OFFICIAL_NO_DECAY):
+                no_decay.append(param)
+            else:
+                decay.append(param)
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+            {"params": decoder, "weight_decay": weight_decay},
+            {"params": text, "weight_decay": weight_decay},
+        ]
+        return [g for g in groups if g["params"]]
+
+
+# Swin-B as LAVT/FIANet build it: window 12, ImageNet-22K weights at 384 px (not the 1K fine-tune),
+# 480x480 input, stochastic depth 0.3, windows always partitioned and shifted as in the Swin code.
+SWIN_B_PRETRAINED = "swin_base_patch4_window12_384.ms_in22k"
+SWIN_B_KWARGS = {"img_size": 480, "window_size": 12, "drop_path_rate": 0.3, "strict_img_size": False,
+                 "always_partition": True}
+
+
+def swin_b_kwargs(backbone: str, backbone_kwargs: dict | None) -> dict | None:
+    """LAVT's Swin-B settings when the backbone is that Swin-B and no kwargs were given."""
+    if backbone_kwargs is None and backbone.split(".")[0] == SWIN_B_PRETRAINED.split(".")[0]:
+        return dict(SWIN_B_KWARGS)
+    return backbone_kwargs

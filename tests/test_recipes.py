@@ -1,0 +1,46 @@
+"""Paper recipes: applied by method + data, by experiment name, and overridable."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_module
+
+
+def _compose(*overrides: str):
+    with initialize_config_module(config_module="rrsis_bench.conf", version_base="1.3"):
+        return compose(config_name="run", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["method=fianet", "data=refsegrs"],
+         {"lr": 5e-5, "epochs": 60, "num_tmem": 1, "max_tokens": 20, "boxes": False, "name": "fianet"}),
+        (["experiment=fianet_refsegrs"],
+         {"lr": 5e-5, "epochs": 60, "num_tmem": 1, "max_tokens": 20, "boxes": False, "name": "fianet"}),
+        (["experiment=fianet_rrsisd"],
+         {"lr": 3e-5, "epochs": 40, "num_tmem": 3, "max_tokens": 22, "boxes": True, "name": "fianet"}),
+        (["method=lavt", "data=rrsisd"],
+         {"lr": 3e-5, "epochs": 40, "num_tmem": None, "max_tokens": 20, "boxes": True, "name": "lavt"}),
+        (["experiment=lavt_refsegrs"],
+         {"lr": 5e-5, "epochs": 60, "num_tmem": None, "max_tokens": 20, "boxes": False, "name": "lavt"}),
+    ],
+)
+def test_recipe_is_applied(overrides, expected):
+    cfg = _compose(*overrides)
+    got = {"lr": cfg.trainer.lr, "epochs": cfg.trainer.epochs, "num_tmem": cfg.method.get("num_tmem"),
+           "max_tokens": cfg.data.max_tokens, "boxes": cfg.data.augment.boxes, "name": cfg.method.name}
+    assert got == expected
+    # Common to every recipe: batch 8, wd 0.01, poly 0.9, no clipping, 480 px scored at 480, val oIoU.
+    assert (cfg.trainer.batch_size, cfg.trainer.weight_decay, cfg.trainer.poly_power) == (8, 0.01, 0.9)
+    assert cfg.trainer.grad_clip is None and cfg.trainer.select_metric == "oIoU"
+    assert (cfg.data.image_size, cfg.data.eval_size) == (480, 480)
+
+
+def test_no_recipe_without_a_published_one_and_overrides_win():
+    default = _compose()
+    assert default.method.name == "baseline" and default.trainer.lr == 1e-3 and default.data.image_size == 128
+    synthetic = _compose("method=fianet", "data=synthetic")
+    assert synthetic.trainer.lr == 1e-3 and synthetic.method.num_tmem == 3  # no fianet_synthetic recipe
+    tuned = _compose("experiment=fianet_refsegrs", "trainer.lr=1e-4", "method.num_tmem=2")
+    assert tuned.trainer.lr == 1e-4 and tuned.method.num_tmem == 2
