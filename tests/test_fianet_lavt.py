@@ -8,6 +8,7 @@ from rrsis_bench.methods.fianet import create_fianet, create_fianet_lite, create
 from rrsis_bench.methods.lavt import create_lavt, create_test_lavt
 
 from rrsis_bench.engine.checkpoint import load_weights, save_checkpoint
+from rrsis_bench.nn.interleaved import TINY_SWIN
 from rrsis_bench.nn.lavt import LanguageAttention
 
 LENGTH = 10
@@ -220,10 +221,15 @@ def test_fianet_lite_is_the_same_architecture_on_a_small_backbone():
 
 
 def test_missing_pretrained_weights_fail_with_the_fix(monkeypatch):
+    from rrsis_bench.nn.backbones import PretrainedWeightsUnavailable
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(Exception, match="pretrained=false|text_pretrained=false") as info:
+    with pytest.raises(PretrainedWeightsUnavailable, match="method.pretrained=false") as info:
         create_fianet(text_pretrained=False)  # the Swin-B weights are not in this machine's cache
     assert "swin_base_patch4_window12_384.ms_in22k" in str(info.value)
+    with pytest.raises(OSError, match="text_pretrained=false") as info:
+        create_lavt(pretrained=False, backbone="swin_tiny_patch4_window7_224", backbone_kwargs=TINY_SWIN)  # nor BERT
+    assert "bert-base-uncased" in str(info.value)
 
 
 @pytest.mark.parametrize("method", ["test_fianet", "test_lavt"])

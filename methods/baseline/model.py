@@ -22,7 +22,7 @@ from rrsis_bench.nn.backbones import create_feature_backbone
 from rrsis_bench.nn.decoders import FPNDecoder
 from rrsis_bench.nn.fusion import JointContext, PixelWordFusion
 from rrsis_bench.nn.losses import bce_dice_loss
-from rrsis_bench.nn.text import MINILM, TextEncoder
+from rrsis_bench.nn.text import MINILM, TINY_TEXT_CONFIG, TextEncoder
 
 
 class LanguageFPNBaseline(RRSISMethod):
@@ -116,8 +116,6 @@ def create_baseline(**kwargs) -> LanguageFPNBaseline:
     return LanguageFPNBaseline(**kwargs)
 
 
-# A tiny random-init text encoder on MiniLM's vocabulary: fast tests, no weights needed.
-TINY_TEXT_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
 
 def create_test_baseline(**kwargs) -> LanguageFPNBaseline:

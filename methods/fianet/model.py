@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrsis_bench.nn.interleaved import InterleavedFusionModel
+from rrsis_bench.nn.interleaved import TINY_SWIN, InterleavedFusionModel
 from rrsis_bench.nn.lavt import LanguageAttention, LanguageGate, PixelWordAttention, coordinate_tokens
+from rrsis_bench.nn.text import TINY_TEXT_CONFIG
 
 FIANET_PAPER = ("Lei et al., Exploring Fine-Grained Image-Text Alignment for Referring Remote Sensing Image "
                 "Segmentation, IEEE TGRS 63 (2025), doi:10.1109/TGRS.2024.3522293")
@@ -246,10 +247,6 @@ def create_fianet_lite(**kwargs) -> FIANet:
     return FIANet(**options)
 
 
-# Tiny random-init configuration for tests and smoke runs (seconds on a CPU).
-TINY_SWIN = {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 2), "window_size": 4,
-             "img_size": 64, "strict_img_size": False, "always_partition": True}
-TINY_TEXT_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
 
 def create_test_fianet(**kwargs) -> FIANet:

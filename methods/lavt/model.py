@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from rrsis_bench.nn.interleaved import InterleavedFusionModel
+from rrsis_bench.nn.interleaved import TINY_SWIN, InterleavedFusionModel
 from rrsis_bench.nn.lavt import LanguageGate, PixelWordAttention
+from rrsis_bench.nn.text import TINY_TEXT_CONFIG
 
 LAVT_PAPER = "Yang et al., LAVT: Language-Aware Vision Transformer for Referring Image Segmentation, CVPR 2022"
 LAVT_CODE = "https://github.com/yz93/LAVT-RIS"
@@ -50,10 +51,6 @@ def create_lavt(**kwargs) -> LAVT:
     return LAVT(**kwargs)
 
 
-# Tiny random-init configuration for tests and smoke runs (seconds on a CPU).
-TINY_SWIN = {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 2), "window_size": 4,
-             "img_size": 64, "strict_img_size": False, "always_partition": True}
-TINY_TEXT_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
 
 def create_test_lavt(**kwargs) -> LAVT:

@@ -175,3 +175,8 @@ def swin_b_kwargs(backbone: str, backbone_kwargs: dict | None) -> dict | None:
     if backbone_kwargs is None and backbone.split(".")[0] == SWIN_B_PRETRAINED.split(".")[0]:
         return dict(SWIN_B_KWARGS)
     return backbone_kwargs
+
+
+# A tiny 4-stage Swin (width 16) for the test_* methods: seconds on a CPU, no weights needed.
+TINY_SWIN = {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 2), "window_size": 4,
+             "img_size": 64, "strict_img_size": False, "always_partition": True}

