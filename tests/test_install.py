@@ -70,6 +70,8 @@ def test_wheel_install_imports_methods_and_datasets(tmp_path):
         "rrsis_bench/datasets/rrsisd.py",
         "rrsis_bench/conf/run.yaml",
         "rrsis_bench/conf/method/baseline.yaml",
+        "rrsis_bench/conf/recipe/fianet_lite_synthetic.yaml",
+        "rrsis_bench/conf/smoke/debug.yaml",
         "rrsis_bench/results/reported.csv",
     ):
         assert expected in names
@@ -81,7 +83,12 @@ def test_wheel_install_imports_methods_and_datasets(tmp_path):
     )
     code = (
         "import rrsis_bench, rrsis_bench.methods.baseline, rrsis_bench.datasets.synthetic;"
-        "print(rrsis_bench.methods.baseline.__file__)"
+        "print(rrsis_bench.methods.baseline.__file__);"
+        "from hydra import compose, initialize_config_module;"
+        "ctx = initialize_config_module(config_module='rrsis_bench.conf', version_base='1.3');"
+        "ctx.__enter__();"
+        "c = compose(config_name='run');"
+        "print(c.method.name, c.trainer.epochs)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -91,4 +98,6 @@ def test_wheel_install_imports_methods_and_datasets(tmp_path):
         text=True,
         check=True,
     ).stdout
-    assert out.strip().startswith(str(target))
+    first, second = out.strip().splitlines()
+    assert first.startswith(str(target))
+    assert second == "fianet_lite 8"  # the embedded default and its recipe ship in the wheel

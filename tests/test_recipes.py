@@ -37,9 +37,26 @@ def test_recipe_is_applied(overrides, expected):
     assert (cfg.data.image_size, cfg.data.eval_size) == (480, 480)
 
 
-def test_no_recipe_without_a_published_one_and_overrides_win():
+def test_embedded_default_is_fianet_lite_with_its_synthetic_recipe():
     default = _compose()
-    assert default.method.name == "baseline" and default.trainer.lr == 1e-3 and default.data.image_size == 128
+    assert (default.method.name, default.data.name) == ("fianet_lite", "synthetic")
+    assert (default.trainer.epochs, default.trainer.lr, default.data.image_size) == (8, 1e-3, 128)
+    assert default.trainer.max_steps_per_epoch is None
+    # The baseline has no synthetic recipe: the trainer defaults (4 epochs).
+    assert _compose("method=baseline").trainer.epochs == 4
+
+
+@pytest.mark.parametrize("overrides", [[], ["experiment=fianet_refsegrs"], ["method=lavt", "data=rrsisd"]])
+def test_debug_trainer_wins_over_a_recipe(overrides):
+    cfg = _compose(*overrides, "trainer=debug")
+    t = cfg.trainer
+    assert (t.epochs, t.batch_size, t.max_steps_per_epoch, t.max_eval_samples) == (2, 4, 2, 8)
+    plain = _compose(*overrides)
+    assert cfg.data == plain.data and cfg.method == plain.method  # the recipe's data/method settings stay
+    assert _compose(*overrides, "trainer=debug", "trainer.epochs=3").trainer.epochs == 3  # the command line wins
+
+
+def test_no_recipe_without_a_published_one_and_overrides_win():
     synthetic = _compose("method=fianet", "data=synthetic")
     assert synthetic.trainer.lr == 1e-3 and synthetic.method.num_tmem == 3  # no fianet_synthetic recipe
     tuned = _compose("experiment=fianet_refsegrs", "trainer.lr=1e-4", "method.num_tmem=2")
