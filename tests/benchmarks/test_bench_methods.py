@@ -13,12 +13,17 @@ from rrsis_bench.methods.fianet import create_fianet, create_fianet_lite
 from rrsis_bench.profile import dummy_batch
 
 
-def test_bench_fianet_lite_train_step(benchmark):
-    """One optimizer step of the embedded-default FIANet (batch 8, 128x128, as `rrsis-bench run`)."""
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "contiguous"])
+def test_bench_fianet_lite_train_step(benchmark, channels_last):
+    """One optimizer step of the embedded-default FIANet (batch 8, 128x128, as `rrsis-bench run`),
+    in channels-last memory format (`trainer.channels_last=true`, the default) and contiguous."""
     torch.manual_seed(0)
     model = create_fianet_lite().train()
     batch = dummy_batch(8, 128, 20, torch.device("cpu"))
     batch["mask"] = (torch.rand(8, 128, 128) > 0.8).float()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step() -> float:
