@@ -81,15 +81,14 @@ def test_wheel_install_imports_methods_and_datasets(tmp_path):
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
         check=True,
     )
-    code = (
-        "import rrsis_bench, rrsis_bench.methods.baseline, rrsis_bench.datasets.synthetic;"
-        "print(rrsis_bench.methods.baseline.__file__);"
-        "from hydra import compose, initialize_config_module;"
-        "ctx = initialize_config_module(config_module='rrsis_bench.conf', version_base='1.3');"
-        "ctx.__enter__();"
-        "c = compose(config_name='run');"
-        "print(c.method.name, c.trainer.epochs)"
-    )
+    code = "\n".join([
+        "import rrsis_bench, rrsis_bench.methods.baseline, rrsis_bench.datasets.synthetic",
+        "from hydra import compose, initialize_config_module",
+        "print(rrsis_bench.methods.baseline.__file__)",
+        "with initialize_config_module(config_module='rrsis_bench.conf', version_base='1.3'):",
+        "    c = compose(config_name='run')",
+        "print(c.method.name, c.trainer.epochs)",
+    ])
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,

@@ -10,6 +10,7 @@ import pytest
 import torch
 from rrsis_bench.methods.fianet import create_fianet, create_fianet_lite
 
+from rrsis_bench.engine.evaluator import to_device
 from rrsis_bench.profile import dummy_batch
 
 
@@ -21,9 +22,9 @@ def test_bench_fianet_lite_train_step(benchmark, channels_last):
     model = create_fianet_lite().train()
     batch = dummy_batch(8, 128, 20, torch.device("cpu"))
     batch["mask"] = (torch.rand(8, 128, 128) > 0.8).float()
+    batch = to_device(batch, torch.device("cpu"), channels_last)  # as the trainer feeds it
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step() -> float:
