@@ -38,6 +38,7 @@ MASK_THRESHOLD = 50
 # PIL modes whose pixel values are the grey levels themselves (8-, 16-, 32-bit and float).
 _GREY_MODES = {"L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 _ROOT_FIX = "point `data.root` at the folder that holds images/, masks/ and output_phrase_*.txt"
+_SKIP_FIX = "add +data.options.skip_missing=true on the command line (Python: skip_missing=True)"
 
 
 def class_name_of(text: str, categories: Iterable[str]) -> str:
@@ -96,13 +97,16 @@ class RefSegRSDataset(Sequence):
     ``sample_id`` (``{split}_{line_number}``), ``image_id`` (the name) and ``line_number`` (1-based).
 
     A mask whose size differs from its image is resized (nearest) to the image size; ``num_resized``
-    counts the distinct names met so far, and the first one is reported once with a warning.
+    counts the distinct names met so far, ``size_mismatches`` lists them, and the first one is
+    reported once with a warning. With ``skip_missing=True`` lines whose image or mask is missing are
+    dropped (counted in ``num_skipped``, the files listed in ``missing_files``).
     """
 
     name = "refsegrs"
     splits = SPLITS
     categories = CATEGORIES
-    class_words = CATEGORIES  # what the expression encoder marks as the ground object
+    # The category words are the words expressions use (the class name is the category word itself).
+    class_phrases = {category: (category,) for category in CATEGORIES}
 
     def __init__(self, root: str | os.PathLike, split: str = "train", *, skip_missing: bool = False) -> None:
         if split not in SPLITS:
@@ -118,10 +122,11 @@ class RefSegRSDataset(Sequence):
             if not folder.is_dir():
                 raise FileNotFoundError(f"RefSegRS folder {folder} not found; {_ROOT_FIX}.")
         lines = _read_phrase_file(self.phrase_file)
+        self.missing_files: list[Path] = []
         self._samples, self.num_skipped = self._keep_present(lines, skip_missing)
         self.num_unclassified = sum(not sample["class_name"] for sample in self._samples)
-        # Filled lazily, as masks are decoded: names whose mask is not the size of the image.
-        self._resized_names: set[str] = set()
+        # Filled lazily, as masks are decoded: name → (mask size, image size) where they differ.
+        self._resized_names: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
 
     def _keep_present(self, lines: list[tuple[int, str, str]], skip_missing: bool) -> tuple[list[dict], int]:
         """Index the lines whose image and mask exist; report the missing files or skip their lines."""
@@ -150,8 +155,9 @@ class RefSegRSDataset(Sequence):
             path, line_number = missing[0]
             raise FileNotFoundError(
                 f"{path} is missing (used by line {line_number} of {self.phrase_file}; {len(missing)} missing "
-                f"file(s) in split {self.split!r}); restore it, or pass skip_missing=True to skip the lines that use it."
+                f"file(s) in split {self.split!r}); restore it, or {_SKIP_FIX} to skip the lines that use it."
             )
+        self.missing_files = sorted({path for path, _ in missing})
         return samples, num_skipped
 
     def image_path(self, image_id: str) -> Path:
@@ -165,9 +171,22 @@ class RefSegRSDataset(Sequence):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.metadata(index)
-        with Image.open(self.image_path(sample["image_id"])) as opened:
-            image = opened.convert("RGB")
-        return {"image": image, "mask": self._mask(sample["image_id"], image.size), **sample}
+        path = self.image_path(sample["image_id"])
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as exc:  # what PIL raises for truncated or corrupt files
+            raise OSError(self._unreadable(path, sample["sample_id"], exc)) from exc
+        return {"image": image, "mask": self._mask(sample["image_id"], image.size, sample["sample_id"]), **sample}
+
+    def _unreadable(self, path: Path, sample_id: str, exc: BaseException) -> str:
+        return (f"Cannot read {path} for sample {sample_id} ({exc}); re-download it, or delete it and "
+                f"{_SKIP_FIX} to skip the lines that use it.")
+
+    def sample_files(self, index: int) -> list[Path]:
+        """The files whose bytes sample ``index`` is read from: its image and its mask."""
+        image_id = self._samples[self._check_index(index)]["image_id"]
+        return [self.image_path(image_id), self.mask_path(image_id)]
 
     def metadata(self, index: int) -> dict[str, Any]:
         """Sample ``index`` without its pixels (text, class, ids): cheap, for manifests and statistics."""
@@ -195,7 +214,8 @@ class RefSegRSDataset(Sequence):
 
     def target_mask(self, index: int) -> np.ndarray:
         """Ground-truth mask of sample ``index`` at its image's size, without decoding the image pixels."""
-        return self._mask(self._samples[self._check_index(index)]["image_id"], self.image_size(index))
+        sample = self._samples[self._check_index(index)]
+        return self._mask(sample["image_id"], self.image_size(index), sample["sample_id"])
 
     def class_union_mask(self, index: int) -> np.ndarray:
         """Not available: RefSegRS ships one mask per expression and no instance annotations."""
@@ -209,8 +229,21 @@ class RefSegRSDataset(Sequence):
         """Distinct names met so far (masks decoded by this object) whose mask was resized to the image size."""
         return len(self._resized_names)
 
-    def _mask(self, image_id: str, image_size: tuple[int, int]) -> np.ndarray:
-        mask = read_mask(self.mask_path(image_id))
+    @property
+    def size_mismatches(self) -> list[str]:
+        """One line per mask met so far whose size differs from its image's (for `data verify`)."""
+        return [
+            f"{self.mask_path(name)} is {mask[0]}x{mask[1]} but its image is {image[0]}x{image[1]}; the mask is "
+            "resized (nearest) to the image"
+            for name, (mask, image) in sorted(self._resized_names.items())
+        ]
+
+    def _mask(self, image_id: str, image_size: tuple[int, int], sample_id: str) -> np.ndarray:
+        path = self.mask_path(image_id)
+        try:
+            mask = read_mask(path)
+        except (OSError, SyntaxError, ValueError) as exc:  # what PIL raises for truncated or corrupt files
+            raise OSError(self._unreadable(path, sample_id, exc)) from exc
         if (mask.shape[1], mask.shape[0]) != tuple(image_size):
             self._note_resized(image_id, (mask.shape[1], mask.shape[0]), image_size)
         return resize_mask(mask, image_size)
@@ -218,7 +251,7 @@ class RefSegRSDataset(Sequence):
     def _note_resized(self, image_id: str, mask_size: tuple[int, int], image_size: tuple[int, int]) -> None:
         if image_id in self._resized_names:
             return
-        self._resized_names.add(image_id)
+        self._resized_names[image_id] = (tuple(mask_size), tuple(image_size))
         if len(self._resized_names) == 1:
             warnings.warn(
                 f"{self.mask_path(image_id)} is {mask_size[0]}x{mask_size[1]} but its image is "

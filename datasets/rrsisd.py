@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,10 +25,65 @@ OVERLAP_MODES = ("union", "official")
 _REF_FIELDS = ("ref_id", "ann_id", "image_id", "category_id", "split", "sentences")
 _INSTANCE_FIELDS = {
     "images": ("id", "file_name", "height", "width"),
-    "annotations": ("id", "image_id", "category_id", "segmentation"),
+    "annotations": ("id", "image_id", "segmentation"),
     "categories": ("id", "name"),
 }
+# The released instances.json names an annotation's class `categories_id`; COCO (and our synthetic
+# data) say `category_id`. Either is read.
+ANNOTATION_CLASS_KEYS = ("category_id", "categories_id")
 _ROOT_FIX = "point `data.root` at the folder that contains `rrsisd/` and `images/`"
+_SKIP_FIX = "add +data.options.skip_missing=true on the command line (Python: skip_missing=True)"
+
+#: The words RRSIS-D expressions use for its 20 DIOR categories (the spaced list of the official FIANet
+#: loader), by category identifier as the released instances.json spells it. The identifiers are glued or
+#: hyphenated ("storagetank", "Expressway-Service-area") and never occur in an expression.
+DIOR_CLASS_PHRASES: dict[str, tuple[str, ...]] = {
+    "Expressway-Service-area": ("expressway service area",),
+    "Expressway-toll-station": ("expressway toll station",),
+    "airplane": ("airplane",),
+    "airport": ("airport",),
+    "baseballfield": ("baseball field",),
+    "basketballcourt": ("basketball court",),
+    "bridge": ("bridge",),
+    "chimney": ("chimney",),
+    "dam": ("dam",),
+    "golffield": ("golf field",),
+    "groundtrackfield": ("ground track field",),
+    "harbor": ("harbor",),
+    "overpass": ("overpass",),
+    "ship": ("ship",),
+    "stadium": ("stadium",),
+    "storagetank": ("storage tank",),
+    "tenniscourt": ("tennis court",),
+    "trainstation": ("train station",),
+    "vehicle": ("vehicle",),
+    "windmill": ("windmill",),
+}
+
+
+def _identifier_key(name: str) -> str:
+    """"Expressway-Service-area", "expressway service area" and "ExpresswayServiceArea" are one class."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+_PHRASES_BY_KEY = {_identifier_key(name): phrases for name, phrases in DIOR_CLASS_PHRASES.items()}
+
+
+def class_phrases_of(names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Category identifier → the phrases expressions use for it: the DIOR list for the 20 RRSIS-D
+    categories (however they are spelled), the identifier itself for any other category."""
+    return {name: _PHRASES_BY_KEY.get(_identifier_key(name), (name,)) for name in names}
+
+
+def annotation_category(ann: dict) -> Any:
+    """The class id of a COCO annotation, under `category_id` or the released RRSIS-D's `categories_id`.
+
+    Ids are compared, never tested for truth: RRSIS-D's first category has id 0.
+    """
+    for key in ANNOTATION_CLASS_KEYS:
+        if key in ann:
+            return ann[key]
+    raise KeyError(f"annotation {ann.get('id')!r} has none of {ANNOTATION_CLASS_KEYS}")
 
 
 class RRSISDDataset(Sequence):
@@ -36,15 +92,22 @@ class RRSISDDataset(Sequence):
     Layout under ``root``: ``rrsisd/refs(unc).p``, ``rrsisd/instances.json`` and
     ``images/rrsisd/JPEGImages/<file_name>``. The index is read once here; images and masks are
     decoded lazily in ``__getitem__``. Samples are dicts with ``image`` (PIL RGB, native size),
-    ``mask`` (bool H×W at the image's size), ``text``, ``class_name``, ``sample_id``, ``image_id``,
-    ``ref_id``, ``ann_id``, ``category_id`` and ``sent_id``.
+    ``mask`` (bool H×W at the image's size), ``text``, ``class_name`` (the category identifier as
+    ``instances.json`` spells it, e.g. ``storagetank``), ``sample_id``, ``image_id``, ``ref_id``,
+    ``ann_id``, ``category_id`` (from the ref) and ``sent_id``. ``class_phrases`` maps each
+    identifier to the words expressions use for it ("storage tank").
+
+    Both forms of ``instances.json`` are read: the released one (annotation class under
+    ``categories_id``, category ids from 0, glued names) and the COCO one (``category_id``).
 
     ``overlap`` says how the parts of a multi-part segmentation combine: ``"union"`` (default, OR) or
     ``"official"`` (bit-faithful to the official loaders: parts are summed and only pixels equal to 1
     are foreground, so where parts overlap it is background). Some DIOR images are not the size their
     annotation says (RMSIN issue #12); their masks are resized (nearest) to the real image size,
     ``num_size_mismatch`` counts the distinct images met so far, and the first one is reported once
-    per dataset object with a warning.
+    per dataset object with a warning; ``size_mismatches`` lists them. With ``skip_missing=True``
+    samples whose image file is missing are dropped (counted in ``num_skipped``, the files listed in
+    ``missing_files``); otherwise the first missing file is an error.
     """
 
     name = "rrsisd"
@@ -57,21 +120,24 @@ class RRSISDDataset(Sequence):
             raise ValueError(f"Unknown split {split!r} for {self.name}; valid splits are {', '.join(SPLITS)}.")
         _check_overlap(overlap)
         self.overlap = overlap
-        # Filled lazily, as masks are decoded: ids of images whose real size differs from the annotation.
-        self._size_mismatch_images: set[Any] = set()
+        # Filled lazily, as masks are decoded: image id → real (width, height), for images whose real
+        # size differs from the annotation.
+        self._size_mismatch_images: dict[Any, tuple[int, int]] = {}
         self.root = Path(root).expanduser()
         self.split = split
         self.image_dir = self.root / "images" / "rrsisd" / "JPEGImages"
-        refs = _load_refs(self.root / "rrsisd" / "refs(unc).p")
+        self.refs_file = self.root / "rrsisd" / "refs(unc).p"
+        refs = _load_refs(self.refs_file)
         instances = _load_instances(self.root / "rrsisd" / "instances.json")
         self.images = {img["id"]: img for img in instances["images"]}
         self.annotations = {ann["id"]: ann for ann in instances["annotations"]}
         self.categories = {cat["id"]: cat["name"] for cat in instances["categories"]}
-        # The class-only oracle needs every annotation of one class in one image.
+        # The class-union mask needs every annotation of one class in one image.
         self.anns_by_image_class: dict[tuple[Any, Any], list[int]] = defaultdict(list)
         for ann in instances["annotations"]:
-            self.anns_by_image_class[(ann["image_id"], ann["category_id"])].append(ann["id"])
+            self.anns_by_image_class[(ann["image_id"], annotation_category(ann))].append(ann["id"])
         self.refs = {ref["ref_id"]: ref for ref in refs if _in_split(ref["split"], split)}
+        self.missing_files: list[Path] = []
         self._samples, self.num_skipped = self._index_samples(skip_missing)
 
     def _index_samples(self, skip_missing: bool) -> tuple[list[tuple[Any, int]], int]:
@@ -82,6 +148,7 @@ class RRSISDDataset(Sequence):
         present: dict[Any, bool] = {}
         for ref in self.refs.values():
             self._check_ref_links(ref)
+            self._check_sentences(ref)
             image_id = ref["image_id"]
             if image_id not in present:
                 present[image_id] = self._image_path(image_id).is_file()
@@ -94,9 +161,20 @@ class RRSISDDataset(Sequence):
         if missing and not skip_missing:
             raise FileNotFoundError(
                 f"Image file {missing[0]} is missing ({len(missing)} missing image(s) in split "
-                f"{self.split!r}); restore it, or pass skip_missing=True to skip the samples that use it."
+                f"{self.split!r}); restore it, or {_SKIP_FIX} to skip the samples that use it."
             )
+        self.missing_files = sorted(missing)
         return samples, num_skipped
+
+    def _check_sentences(self, ref: dict) -> None:
+        """Every sentence must have text: an empty one would only fail later, deep in tokenization."""
+        for position, sentence in enumerate(ref["sentences"]):
+            if not _sentence_text(sentence, ref["ref_id"]).strip():
+                sample_id = f"{ref['ref_id']}_{sentence.get('sent_id', position)}"
+                raise ValueError(
+                    f"Sample {sample_id} (ref {ref['ref_id']}, sentence {sentence.get('sent_id', position)}) has an "
+                    f"empty expression in {self.refs_file}; fix or remove that sentence."
+                )
 
     def _check_ref_links(self, ref: dict) -> None:
         if ref["ann_id"] not in self.annotations:
@@ -123,15 +201,19 @@ class RRSISDDataset(Sequence):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.metadata(index)
-        with Image.open(self._image_path(sample["image_id"])) as opened:
-            image = opened.convert("RGB")
+        image = read_rgb_image(self._image_path(sample["image_id"]), sample["sample_id"])
         mask = self._annotation_mask(self.annotations[sample["ann_id"]], image.size)
         return {"image": image, "mask": mask, **sample}
 
     @property
-    def class_words(self) -> tuple[str, ...]:
-        """Words naming the categories (what the expression encoder marks as the ground object)."""
-        return tuple(sorted(self.categories.values()))
+    def class_phrases(self) -> dict[str, tuple[str, ...]]:
+        """Category identifier → the words expressions use for it (what the expression encoder marks
+        as the ground object): ``{"storagetank": ("storage tank",), ...}``."""
+        return class_phrases_of(sorted(self.categories.values()))
+
+    def sample_files(self, index: int) -> list[Path]:
+        """The files whose bytes sample ``index`` is read from (its image; the mask is in instances.json)."""
+        return [self._image_path(self.ref_of(index)["image_id"])]
 
     def metadata(self, index: int) -> dict[str, Any]:
         """Sample ``index`` without its pixels (text, class, ids): cheap, for manifests and statistics."""
@@ -174,11 +256,13 @@ class RRSISDDataset(Sequence):
         return self._annotation_mask(self.annotations[ref["ann_id"]], self.image_size(index))
 
     def class_union_mask(self, index: int) -> np.ndarray:
-        """Union of all annotations of sample ``index``'s category in its image (the class-only oracle)."""
+        """Union of all annotations of sample ``index``'s category in its image (what the class-only
+        oracle of :mod:`rrsis_bench.results.oracle` predicts). The class is the referred annotation's."""
         ref = self.ref_of(index)
         size = self.image_size(index)
         union = np.zeros((size[1], size[0]), dtype=bool)
-        for ann_id in self.anns_by_image_class[(ref["image_id"], ref["category_id"])]:
+        category = annotation_category(self.annotations[ref["ann_id"]])
+        for ann_id in self.anns_by_image_class[(ref["image_id"], category)]:
             union |= self._annotation_mask(self.annotations[ann_id], size)
         return union
 
@@ -195,10 +279,20 @@ class RRSISDDataset(Sequence):
         """Distinct images met so far (masks decoded by this object) whose real size differs from the annotation."""
         return len(self._size_mismatch_images)
 
+    @property
+    def size_mismatches(self) -> list[str]:
+        """One line per image met so far whose real size differs from its annotation (for `data verify`)."""
+        lines = []
+        for image_id, (width, height) in sorted(self._size_mismatch_images.items(), key=lambda kv: str(kv[0])):
+            info = self.images[image_id]
+            lines.append(f"{self._image_path(image_id)} is {width}x{height} but its annotation says "
+                         f"{info['width']}x{info['height']}; masks are resized (nearest) to the image")
+        return lines
+
     def _note_size_mismatch(self, image_id: Any, image_size: tuple[int, int]) -> None:
         if image_id in self._size_mismatch_images:
             return
-        self._size_mismatch_images.add(image_id)
+        self._size_mismatch_images[image_id] = tuple(image_size)
         if len(self._size_mismatch_images) == 1:
             info = self.images[image_id]
             warnings.warn(
@@ -211,6 +305,18 @@ class RRSISDDataset(Sequence):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, samples={len(self)})"
+
+
+def read_rgb_image(path: Path, sample_id: str) -> Image.Image:
+    """The image file as PIL RGB; a file PIL cannot decode (truncated, corrupt) is an error naming it."""
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:  # what PIL raises for truncated or corrupt files
+        raise OSError(
+            f"Cannot read image {path} for sample {sample_id} ({exc}); re-download it, or delete it and "
+            f"{_SKIP_FIX} to skip the samples that use it."
+        ) from exc
 
 
 def decode_segmentation(segmentation: list | dict, height: int, width: int, *, overlap: str = "union") -> np.ndarray:
@@ -290,6 +396,8 @@ def _load_instances(path: Path) -> dict:
     for key, fields in _INSTANCE_FIELDS.items():
         for entry in instances[key]:
             absent = [field for field in fields if field not in entry]
+            if key == "annotations" and not any(k in entry for k in ANNOTATION_CLASS_KEYS):
+                absent.append(" or ".join(ANNOTATION_CLASS_KEYS))
             if absent:
                 raise ValueError(
                     f"An entry of `{key}` in {path} lacks the field(s) {', '.join(absent)}; "
@@ -297,18 +405,3 @@ def _load_instances(path: Path) -> dict:
                 )
     return instances
 
-
-def class_only_oracle(dataset: RRSISDDataset) -> dict[str, float]:
-    """Score the class-only oracle (union of all instances of the referred class) at native resolution.
-
-    Returns the RRSIS metrics of ``rrsis_bench.metrics`` (percentages ``oIoU``, ``mIoU``,
-    ``Pr@0.5`` … ``Pr@0.9``, plus ``num_samples``). It shows how far the class alone gets: a method
-    that does not beat it is not reading the expression.
-    """
-    # Imported here so that reading data does not pull in pandas/rich.
-    from rrsis_bench.metrics import RRSISMetric
-
-    metric = RRSISMetric()
-    for index in range(len(dataset)):
-        metric.update([dataset.sample_id(index)], [dataset.class_union_mask(index)], [dataset.target_mask(index)])
-    return metric.compute()

@@ -728,9 +728,10 @@ class SyntheticDataset(RRSISDDataset):
         super().__init__(ensure_synthetic(folder, seed=seed, num_images=counts, image_size=image_size), split)
 
     @property
-    def class_words(self) -> tuple[str, ...]:
-        """Category names and the synonyms the expressions use ("car", "tank", "plane", ...)."""
-        return tuple(sorted({noun for category in CATEGORIES for noun in category.nouns}))
+    def class_phrases(self) -> dict[str, tuple[str, ...]]:
+        """Category name → the nouns the expressions use for it (the name and its synonyms:
+        ``{"vehicle": ("vehicle", "car"), "storage tank": ("storage tank", "tank", "oil tank"), ...}``)."""
+        return {category.name: category.nouns for category in CATEGORIES}
 
     def metadata(self, index: int) -> dict[str, Any]:
         return {**super().metadata(index), "expression_type": self.ref_of(index)["expression_type"]}

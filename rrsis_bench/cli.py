@@ -1,9 +1,13 @@
-"""The `rrsis-bench` command: a thin dispatcher in front of Hydra apps and plain commands.
+"""The `rrsis-bench` command: parses arguments, prints help, and dispatches.
 
 ``run`` and ``eval`` are Hydra apps (overrides as ``key=value``, ``-m`` for multirun, Hydra's
-``--cfg``/``--info``); ``score``, ``list``, ``leaderboard``, ``data``, ``profile`` and ``convert`` are
-plain commands that also take ``key=value`` arguments. Under ``torchrun`` every process runs this same command; only rank 0
-keeps a Hydra run folder and writes outputs.
+``--cfg``/``--info``) whose work is in :mod:`rrsis_bench.tasks`; ``score``, ``list``, ``leaderboard``,
+``data``, ``profile`` and ``convert`` are plain commands that also take ``key=value`` arguments and do
+their work in :mod:`rrsis_bench.commands`. Under ``torchrun`` every process runs this same command;
+only rank 0 keeps a Hydra run folder and writes outputs.
+
+Errors are printed as one line (``error: …``) with exit status 1 (2 for bad arguments); ``--debug``
+anywhere on the command line, or ``HYDRA_FULL_ERROR=1``, shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from rrsis_bench.errors import UserError
 
 HYDRA_COMMANDS = {"run": "run", "eval": "eval"}
 USAGE = """\
@@ -31,18 +36,19 @@ commands:
   eval         evaluate a trained checkpoint on a split (Hydra)
   score        score saved PNG masks from any codebase: pred=DIR gt=DIR out=FILE.json
   list         list registered methods or datasets: list methods|datasets [--json] [PATTERN]
-  leaderboard  regenerate leaderboards/<dataset>.md/.csv from run records
-  data         check or describe a dataset on disk: data verify|stats data=NAME data.root=DIR
+  leaderboard  tables from run records (default out: outputs/leaderboards/)
+  data         check, describe or inspect a dataset on disk: data verify|stats|text data=NAME data.root=DIR
   profile      parameters, forward FLOPs, latency, peak memory: profile method=NAME [image_size=480]
   convert      import an official LAVT/FIANet checkpoint: convert method=NAME src=FILE.pth out=DIR
 
-`rrsis-bench <command> --help` explains each command.
+`rrsis-bench <command> --help` explains each command. Errors are one line; add --debug (or set
+HYDRA_FULL_ERROR=1) for the traceback.
 Multi-GPU: torchrun --nproc-per-node N -m rrsis_bench run [key=value ...]
 """
 
 
-class UsageError(ValueError):
-    """Bad command-line arguments (printed without a traceback)."""
+class UsageError(UserError, ValueError):
+    """Bad command-line arguments (printed without a traceback, exit status 2)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,30 +73,49 @@ def parse_key_values(args: Sequence[str], allowed: dict[str, str | None], comman
 
 # ---------------------------------------------------------------------------------------------
 # plain commands
+def _wants_help(args: Sequence[str]) -> bool:
+    return any(a in ("-h", "--help") for a in args)
+
+
+def _yaml_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def _bool_option(opts: dict[str, str], key: str) -> bool:
+    value = _yaml_value(opts[key])
+    if not isinstance(value, bool):
+        raise UsageError(f"{key} takes true or false, not '{opts[key]}'.")
+    return value
+
+
 SCORE_HELP = """\
-usage: rrsis-bench score pred=DIR gt=DIR [out=FILE.json]
+usage: rrsis-bench score pred=DIR gt=DIR [out=FILE.json] [threshold=T]
 
 Score binary masks saved by any codebase with the RRSIS protocol (oIoU = ΣI/ΣU, mIoU = mean
 per-sample IoU with IoU 0 on an empty union, Pr@0.5..0.9 counting IoU >= X). Both folders hold PNG
-files with the same names (nonzero = foreground) and the same sizes. Writes the metrics to
+files with the same names and the same sizes. Foreground is a nonzero value (masks saved as 0/1 or
+0/255); masks holding other values (grey levels, probability maps) are reported with a warning, and
+threshold=T reads value > T as foreground instead (e.g. threshold=127). Writes the metrics to
 FILE.json (default score.json) and the per-sample table beside it; missing, extra or
 size-mismatched files are reported together, by name.
 """
 
 
 def cmd_score(args: Sequence[str], console: Console) -> int:
-    if any(a in ("-h", "--help") for a in args):
+    if _wants_help(args):
         console.print(SCORE_HELP, markup=False, highlight=False)
         return 0
-    from rrsis_bench.metrics import format_metrics_table
-    from rrsis_bench.score import score_mask_dirs, write_score
+    from rrsis_bench.commands.score import score
 
-    opts = parse_key_values(args, {"pred": None, "gt": None, "out": "score.json"}, "score")
-    metrics, frame = score_mask_dirs(opts["pred"], opts["gt"])
-    write_score(opts["out"], metrics, frame)
-    console.print(format_metrics_table(metrics, f"{opts['pred']} vs {opts['gt']}"))
-    console.print(f"Wrote {opts['out']}")
-    return 0
+    opts = parse_key_values(args, {"pred": None, "gt": None, "out": "score.json", "threshold": ""}, "score")
+    threshold = _yaml_value(opts["threshold"])
+    if threshold == "":
+        threshold = None
+    elif isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise UsageError(f"threshold takes a number (foreground = value > threshold), not '{opts['threshold']}'.")
+    return score(opts["pred"], opts["gt"], opts["out"], threshold, console)
 
 
 LIST_HELP = """\
@@ -136,40 +161,22 @@ def cmd_list(args: Sequence[str], console: Console) -> int:
     return 0
 
 
-LEADERBOARD_HELP = """\
-usage: rrsis-bench leaderboard [records=DIR[,DIR...]] [out=DIR]
-
-Regenerate <out>/<dataset>.md and <dataset>.csv from the run records (record.json files, searched
-recursively under each DIR; default records=outputs,multirun out=leaderboards). Runs that differ
-only by seed are aggregated as mean ± std. Published numbers live in a separate section and in
-<out>/reported.md/.csv, marked "reported", never mixed with rows reproduced here. Files are written
-atomically; the same records always give the same files.
-"""
-
-
 def cmd_leaderboard(args: Sequence[str], console: Console) -> int:
-    if any(a in ("-h", "--help") for a in args):
+    from rrsis_bench.results.leaderboard import DEFAULT_OUT, DEFAULT_RECORDS, LEADERBOARD_HELP
+
+    if _wants_help(args):
         console.print(LEADERBOARD_HELP, markup=False, highlight=False)
         return 0
-    from rrsis_bench.results.leaderboard import write_leaderboards
-    from rrsis_bench.results.record import load_records
+    from rrsis_bench.commands.leaderboard import regenerate
 
-    opts = parse_key_values(args, {"records": "outputs,multirun", "out": "leaderboards"}, "leaderboard")
-    sources = [Path(p) for p in opts["records"].split(",") if p]
-    existing = [p for p in sources if p.exists()]
-    if not existing:
-        raise UsageError(f"No record folder found among {', '.join(map(str, sources))}; pass records=DIR.")
-    loaded = load_records(existing)
-    records, skipped = (loaded.records, loaded.skipped) if hasattr(loaded, "records") else (loaded, [])
-    for path, reason in skipped:
-        console.print(f"skipped {path}: {reason}")
-    written = write_leaderboards(records, opts["out"])
-    console.print(f"{len(records)} records → " + ", ".join(str(p) for p in written))
-    return 0
+    opts = parse_key_values(args, {"records": ",".join(DEFAULT_RECORDS), "out": DEFAULT_OUT, "replace": "false"},
+                            "leaderboard")
+    return regenerate(opts["records"].split(","), opts["out"], console, replace=_bool_option(opts, "replace"))
 
 
 DATA_HELP = """\
 usage: rrsis-bench data verify|stats data=NAME [data.root=DIR] [splits=train,val,test] [out=DIR]
+       rrsis-bench data text data=NAME [data.root=DIR] [split=test] [method=NAME] [out=FILE.csv]
 
 verify  reads every sample of each split (image + mask), lists every problem found (missing or
         unreadable files, size mismatches, empty expressions, split sizes that differ from the
@@ -178,120 +185,81 @@ verify  reads every sample of each split (image + mask), lists every problem fou
         Exit status 1 when any problem was found.
 stats   prints per-split and per-category counts, object sizes (share of the image area) and
         expression lengths, saves out/<name>-stats.png and out/<name>-stats.json.
-out defaults to ./manifests (verify) and ./stats (stats).
+text    writes what a method's text side sees for each sample of a split, one CSV row per sample:
+        sample_id, text, tokens (WordPieces), object_phrase, position_phrases (|-separated),
+        object_tokens and position_tokens (0/1 over the token sequence: FIANet's ground-object and
+        spatial-position masks). It uses the encoder that `rrsis-bench run method=NAME data=NAME`
+        builds (tokenizer of method=, default fianet_lite; data.KEY=VALUE as in run, e.g.
+        data.object_mask=official), so it shows exactly what training feeds the model.
+out defaults to ./manifests (verify), ./stats (stats) and ./<name>-<split>-text.csv (text).
 """
 
 
 def cmd_data(args: Sequence[str], console: Console) -> int:
-    if not args or args[0] in ("-h", "--help") or any(a in ("-h", "--help") for a in args):
+    if not args or _wants_help(args):
         console.print(DATA_HELP, markup=False, highlight=False)
         return 0
     action, rest = args[0], args[1:]
-    if action not in ("verify", "stats"):
-        raise UsageError(f"`rrsis-bench data` takes verify or stats, not '{action}'.")
-    from rrsis_bench.data import inspect as I
+    if action not in ("verify", "stats", "text"):
+        raise UsageError(f"`rrsis-bench data` takes verify, stats or text, not '{action}'.")
+    from rrsis_bench.commands import data as commands
 
-    opts = parse_key_values(rest, {"data": None, "data.root": "", "splits": ",".join(I.SPLITS),
+    if action == "text":
+        data_keys = [a for a in rest if a.lstrip("+~").startswith("data.")]  # Hydra overrides, as in run
+        opts = parse_key_values([a for a in rest if a not in data_keys],
+                                {"data": None, "split": "test", "method": "fianet_lite", "out": ""}, "data text")
+        return commands.text(opts["data"], data_keys, opts["split"], opts["method"], opts["out"], console)
+    from rrsis_bench.data.inspect import SPLITS
+
+    opts = parse_key_values(rest, {"data": None, "data.root": "", "splits": ",".join(SPLITS),
                                    "out": "manifests" if action == "verify" else "stats"}, f"data {action}")
-    name, root = opts["data"], opts["data.root"] or None
     splits = [s for s in opts["splits"].split(",") if s]
-    if action == "verify":
-        reports = [I.verify_split(name, root, split) for split in splits]
-        table = Table(title=f"rrsis-bench data verify: {name}")
-        for column in ("split", "samples", "published", "skipped", "problems"):
-            table.add_column(column)
-        for r in reports:
-            table.add_row(r.split, str(r.num_samples), str(r.published or "–"), str(r.num_skipped),
-                          str(len(r.problems)))
-        console.print(table)
-        for r in reports:
-            for problem in r.problems[:50]:
-                console.print(f"  [{r.split}] {problem}", highlight=False, markup=False)
-            if len(r.problems) > 50:
-                console.print(f"  [{r.split}] … {len(r.problems) - 50} more", highlight=False, markup=False)
-        for path in I.write_manifests(name, reports, opts["out"]):
-            console.print(f"Wrote {path}")
-        return 1 if any(r.problems for r in reports) else 0
-    stats = {split: I.split_stats(I.open_split(name, root, split)) for split in splits}
-    table = Table(title=f"rrsis-bench data stats: {name}")
-    for column in ("split", "samples", "images", *[b for b, _ in I.SIZE_BUCKETS], "words (mean/min/max)"):
-        table.add_column(column)
-    for split, st in stats.items():
-        words = st["expression_words"]
-        table.add_row(split, str(st["num_samples"]), str(st["num_images"]),
-                      *[str(st["object_size"][b]) for b, _ in I.SIZE_BUCKETS],
-                      f"{words['mean']}/{words['min']}/{words['max']}")
-    console.print(table)
-    categories = Table(title="samples per category")
-    categories.add_column("category")
-    for split in stats:
-        categories.add_column(split)
-    for category in sorted({c for st in stats.values() for c in st["categories"]}):
-        categories.add_row(category, *[str(stats[s]["categories"].get(category, 0)) for s in stats])
-    console.print(categories)
-    out = Path(opts["out"])
-    figure = I.save_stats_figure(name, stats, out / f"{name}-stats.png")
-    from rrsis_bench.io import atomic_write_json
-
-    atomic_write_json(out / f"{name}-stats.json", stats)
-    console.print(f"Wrote {figure} and {out / f'{name}-stats.json'}")
-    return 0
+    run = commands.verify if action == "verify" else commands.stats
+    return run(opts["data"], opts["data.root"] or None, splits, opts["out"], console)
 
 
 PROFILE_HELP = """\
 usage: rrsis-bench profile method=NAME [image_size=480] [batch_size=1] [max_tokens=20] [device=auto]
-                           [repeats=5] [out=FILE.json] [method.KEY=VALUE ...]
+                           [repeats=5] [pretrained=false] [out=FILE.json] [method.KEY=VALUE ...]
 
-Build a method (method.KEY=VALUE are keyword arguments of its factory, e.g. method.pretrained=false)
-and measure it on a dummy batch: params (all parameters, text encoder included), trainable params,
-forward FLOPs (torch.utils.flop_counter: 2 per multiply-add; gmacs = flops/2; methods with a
-faithful path, such as fianet and lavt, are counted on it because fused attention kernels are
-invisible to the counter), median latency of `repeats` forward passes after 2 warm-up passes, and
-peak memory (CUDA max allocated, or process peak RSS on CPU) on the current device. Prints a
-table; writes JSON to out= when given.
+Build a method as `rrsis-bench run method=NAME` configures it (method.KEY=VALUE override its keys,
+e.g. method.num_tmem=1) and measure it on a dummy batch: params (all parameters, text encoder
+included), trainable params, forward FLOPs (torch.utils.flop_counter: 2 per multiply-add;
+gmacs = flops/2; methods with a faithful path, such as fianet and lavt, are counted on it because
+fused attention kernels are invisible to the counter), median latency of `repeats` forward passes
+after 2 warm-up passes, and peak memory (CUDA max allocated, or process peak RSS on CPU) on the
+current device. Counts, FLOPs and latency do not depend on the weights, so the method is built with
+random init (its pretrained/text_pretrained keys set to false: nothing to download);
+pretrained=true loads the weights as `run` would. Prints a table; writes JSON to out= when given.
 
-Example (the faithful FIANet without downloading weights):
-  rrsis-bench profile method=fianet method.pretrained=false method.text_pretrained=false out=fianet.json
+Example (full-size FIANet, no weights needed):
+  rrsis-bench profile method=fianet out=fianet.json
 """
 
 
-def _yaml_value(text: str):
-    import yaml
-
-    return yaml.safe_load(text) if text != "" else ""
-
-
 def cmd_profile(args: Sequence[str], console: Console) -> int:
-    if any(a in ("-h", "--help") for a in args):
+    if _wants_help(args):
         console.print(PROFILE_HELP, markup=False, highlight=False)
         return 0
-    from rrsis_bench.io import atomic_write_json
-    from rrsis_bench.profile import profile_method
+    from rrsis_bench.commands.profile import profile
 
-    method_kwargs = {a.partition("=")[0][len("method."):]: _yaml_value(a.partition("=")[2])
-                     for a in args if a.startswith("method.")}
+    overrides = {a.partition("=")[0][len("method."):]: _yaml_value(a.partition("=")[2])
+                 for a in args if a.startswith("method.")}
     opts = parse_key_values([a for a in args if not a.startswith("method.")],
                             {"method": None, "image_size": "480", "batch_size": "1", "max_tokens": "20",
-                             "device": "auto", "repeats": "5", "out": ""}, "profile")
-    result = profile_method(opts["method"], image_size=int(opts["image_size"]), batch_size=int(opts["batch_size"]),
-                            max_tokens=int(opts["max_tokens"]), device=opts["device"], repeats=int(opts["repeats"]),
-                            **method_kwargs)
-    table = Table(title=f"rrsis-bench profile: {result['method']}")
-    for column in ("params", "trainable", "GFLOPs", "GMACs", "latency (ms)", "peak memory (MB)", "device"):
-        table.add_column(column)
-    table.add_row(f"{result['params']:,}", f"{result['trainable_params']:,}", f"{result['gflops']:.2f}",
-                  f"{result['gmacs']:.2f}", f"{result['latency_ms']['median']:.1f}", f"{result['peak_memory_mb']:.0f}",
-                  result["device"])
-    console.print(table)
-    if opts["out"]:
-        atomic_write_json(opts["out"], result)
-        console.print(f"Wrote {opts['out']}")
+                             "device": "auto", "repeats": "5", "pretrained": "false", "out": ""}, "profile")
+    try:
+        sizes = {key: int(opts[key]) for key in ("image_size", "batch_size", "max_tokens", "repeats")}
+    except ValueError as exc:
+        raise UsageError(f"image_size, batch_size, max_tokens and repeats take whole numbers ({exc}).") from exc
+    profile(opts["method"], overrides, pretrained=_bool_option(opts, "pretrained"), device=opts["device"],
+            out=opts["out"], console=console, **sizes)
     return 0
 
 
 CONVERT_HELP = """\
 usage: rrsis-bench convert method=NAME src=FILE.pth out=DIR [data=rrsisd] [data.root=DIR] [strict=true]
-                           [KEY=VALUE ...]
+                           [trust=false] [KEY=VALUE ...]
 
 Import a checkpoint of the official LAVT or FIANet code into method NAME (lavt, fianet or their
 test_* sizes) and write a folder that `rrsis-bench eval checkpoint=DIR` scores:
@@ -304,13 +272,20 @@ src may hold {'model': state_dict, 'args': ...}, a 'state_dict' or a bare state 
 prefix and the two-model LAVT's separate 'bert_model' are accepted. Every tensor is checked: missing,
 unexpected or mis-shaped tensors stop the import with their list and the fix; strict=false loads the
 matching tensors and keeps the others at their random init (listed in meta.json). The official
-2-logit head is folded into our single foreground logit (same probabilities). The names of FIANet's
-own modules are provisional (rrsis_bench/methods/fianet/official.py). data.root (the dataset folder)
-may be given here or at eval time (data.root=DIR). To hand weights back to the official code, use
-rrsis_bench.nn.official_lavt.to_official(model) in Python.
+2-logit head is folded into our single foreground logit (same probabilities). Every official module
+name, FIANet's FIAM/TMEM included, maps onto ours (each method's table is in
+rrsis_bench/methods/<name>/official.py).
+data.root (the dataset folder) may be given here or at eval time (data.root=DIR). To hand weights
+back to the official code, use rrsis_bench.nn.official_lavt.to_official(model) in Python.
+
+Safety: src is read with torch.load(weights_only=True), which restores tensors and plain containers
+only (and the argparse arguments official checkpoints carry). A file that also pickles other objects (optimizer or scheduler objects, custom classes) is
+refused; trust=true reads it with full unpickling, which RUNS ANY CODE STORED IN THE FILE: use it only
+for a file from a source you trust (or re-save its state dict as a plain dict first).
 """
 
-CONVERT_KEYS = {"method": None, "src": None, "out": None, "data": "rrsisd", "data.root": "", "strict": "true"}
+CONVERT_KEYS = {"method": None, "src": None, "out": None, "data": "rrsisd", "data.root": "", "strict": "true",
+                "trust": "false"}
 
 
 def _split_convert_args(args: Sequence[str]) -> tuple[list[str], dict]:
@@ -327,89 +302,17 @@ def _split_convert_args(args: Sequence[str]) -> tuple[list[str], dict]:
     return own, options
 
 
-def _run_config(method: str, data: str) -> dict:
-    """The config `rrsis-bench run method=METHOD data=DATA` would use (method and data files, the
-    published recipe for the pair if any, trainer defaults), composed without running anything."""
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-
-    from rrsis_bench.registry import config_search_paths
-
-    _store_plugin_method_configs()
-    overrides = [f"method={method}", f"data={data}"]
-    paths = config_search_paths()
-    if paths:
-        overrides.append("hydra.searchpath=[" + ",".join(paths) + "]")
-    try:
-        with initialize_config_module("rrsis_bench.conf", version_base="1.3"):
-            cfg = compose("run", overrides=overrides)
-    except (HydraException, OSError) as exc:
-        raise UsageError(f"Cannot compose the config of method={method} data={data}: {exc}") from exc
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def convert_official(method: str, src: str | os.PathLike, out: str | os.PathLike, *, data: str = "rrsisd",
-                     data_root: str = "", strict: bool = True, **options) -> Path:
-    """Import the official checkpoint ``src`` into ``method`` and write the folder ``out`` (see
-    CONVERT_HELP). Returns the checkpoint folder (``out/checkpoints/best``)."""
-    from omegaconf import OmegaConf
-
-    from rrsis_bench.engine import checkpoint as ckpt
-    from rrsis_bench.engine.trainer import BEST
-    from rrsis_bench.io import atomic_write_text
-    from rrsis_bench.nn.official_lavt import load_official_checkpoint, official_rules
-    from rrsis_bench.registry import create_method
-    from rrsis_bench.tasks import CONFIG_FILE
-
-    src = Path(src).expanduser()
-    if not src.is_file():
-        raise FileNotFoundError(f"No official checkpoint at {src}.")
-    config = _run_config(method, data)
-    if data_root:
-        config["data"]["root"] = data_root
-    method_cfg = {k: v for k, v in config["method"].items() if k != "name"}
-    method_cfg.update({"pretrained": False, "text_pretrained": False, **options})
-    try:
-        model = create_method(method, **method_cfg)
-    except TypeError as exc:
-        raise UsageError(f"method {method} does not take these options ({exc}); see its factory.") from exc
-    try:
-        rules = official_rules(model)
-    except TypeError as exc:  # no official layout for this method
-        raise UsageError(str(exc)) from exc
-    result = load_official_checkpoint(model, src, strict=strict, rules=rules)
-    folder = Path(out).expanduser()
-    meta = {"source": "official checkpoint", "file": str(src.resolve()), "sha256": _sha256(src),
-            "method": method, "strict": strict, "missing": result.missing, "unexpected": result.unexpected}
-    weights = ckpt.save_checkpoint(folder / "checkpoints" / BEST, model, meta=meta)
-    config.update(task="convert", method={"name": method, **method_cfg},
-                  source={"file": meta["file"], "sha256": meta["sha256"]})
-    atomic_write_text(folder / "checkpoints" / CONFIG_FILE, OmegaConf.to_yaml(config))
-    return weights
-
-
 def cmd_convert(args: Sequence[str], console: Console) -> int:
-    if any(a in ("-h", "--help") for a in args):
+    if _wants_help(args):
         console.print(CONVERT_HELP, markup=False, highlight=False)
         return 0
+    from rrsis_bench.commands.convert import convert_official
+
     own, options = _split_convert_args(args)
     opts = parse_key_values(own, CONVERT_KEYS, "convert")
-    strict = _yaml_value(opts["strict"])
-    if not isinstance(strict, bool):
-        raise UsageError(f"strict takes true or false, not '{opts['strict']}'.")
     weights = convert_official(opts["method"], opts["src"], opts["out"], data=opts["data"],
-                               data_root=opts["data.root"], strict=strict, **options)
+                               data_root=opts["data.root"], strict=_bool_option(opts, "strict"),
+                               trust=_bool_option(opts, "trust"), **options)
     meta = json.loads((weights / "meta.json").read_text())
     for kind in ("missing", "unexpected"):
         if meta[kind]:
@@ -423,34 +326,39 @@ def cmd_convert(args: Sequence[str], console: Console) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Hydra apps
-def _store_plugin_method_configs() -> None:
-    """Give every registered method without its own ``method/<name>.yaml`` a default config node,
-    so ``method=<name>`` works for any installed plugin."""
-    from hydra.core.config_store import ConfigStore
+# Hydra's flags that take a value (argparse cannot take overrides both before and after them).
+_HYDRA_VALUE_FLAGS = {"-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name",
+                      "-cd", "--config-dir", "--experimental-rerun", "-sc", "--shell-completion"}
+_HYDRA_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
-    from rrsis_bench.registry import CONFIGS_GROUP, list_methods
 
-    shipped = {p.stem for p in resources.files("rrsis_bench.conf").joinpath("method").iterdir()}
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=CONFIGS_GROUP):
-        try:
-            folder = resources.files(ep.value).joinpath("method")
-            shipped |= {p.stem for p in folder.iterdir()} if folder.is_dir() else set()
-        except (ModuleNotFoundError, FileNotFoundError):
-            continue
-    store = ConfigStore.instance()
-    for name in list_methods():
-        if name not in shipped:
-            store.store(group="method", name=name, node={"name": name})
+def _order_hydra_args(args: Sequence[str], extra_overrides: Sequence[str]) -> list[str]:
+    """Overrides first (the user's, then ours), flags and their values last: Hydra's argparse parser
+    refuses overrides that come after a flag when others came before it."""
+    overrides, flags = [], []
+    args = list(args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-"):  # overrides never start with "-" (they are key=value, +key, ~key)
+            flags.append(arg)
+            takes_value = arg in _HYDRA_VALUE_FLAGS or (arg in ("-i", "--info") and i + 1 < len(args)
+                                                         and args[i + 1] in _HYDRA_INFO_CHOICES)
+            if takes_value and i + 1 < len(args):
+                flags.append(args[i + 1])
+                i += 1
+        else:
+            overrides.append(arg)
+        i += 1
+    return [*overrides, *extra_overrides, *flags]
 
 
 def _hydra_overrides(command: str) -> list[str]:
+    from rrsis_bench.config import plugin_config_search_paths
     from rrsis_bench.engine.distributed import world_info
-    from rrsis_bench.registry import config_search_paths
 
     extra = []
-    paths = config_search_paths()
+    paths = plugin_config_search_paths()
     if paths:
         extra.append("hydra.searchpath=[" + ",".join(paths) + "]")
     rank, _, world = world_info()
@@ -461,20 +369,40 @@ def _hydra_overrides(command: str) -> list[str]:
     return extra
 
 
-def run_hydra(command: str, args: Sequence[str]) -> int:
+def _methods_for_help() -> str:
+    """The registered methods (built-ins and plugins) for `run --help`."""
+    from rrsis_bench.registry import METHODS
+
+    lines = []
+    for entry in METHODS.entries():
+        status = "" if entry.status == "ok" else f" [{entry.status}]"
+        lines.append(f"  {entry.name:<16} {entry.source_dist}{status}: {entry.description}")
+    return "\n".join(lines)
+
+
+def run_hydra(command: str, args: Sequence[str], *, debug: bool = False) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
     from rrsis_bench import tasks
+    from rrsis_bench.config import store_plugin_method_configs
 
     task: Callable = {"run": tasks.run_task, "eval": tasks.eval_task}[command]
-    _store_plugin_method_configs()
+    store_plugin_method_configs()
+    if not OmegaConf.has_resolver("rrsis_bench_methods"):
+        OmegaConf.register_new_resolver("rrsis_bench_methods", _methods_for_help)
+    failures: list[BaseException] = []
 
     @hydra.main(config_path="conf", config_name=HYDRA_COMMANDS[command], version_base="1.3")
     def app(cfg) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
             task(cfg, run_dir)
+        except Exception as exc:
+            if debug:
+                raise  # Hydra prints the full traceback
+            failures.append(exc)
         finally:
             from rrsis_bench.engine.distributed import cleanup
 
@@ -484,16 +412,55 @@ def run_hydra(command: str, args: Sequence[str]) -> int:
         # eval's data node starts empty (the run's own data config is the base), so data.KEY=VALUE
         # adds a key: spell it as Hydra's add-or-override for the user.
         args = [f"++{a}" if a.startswith("data.") else a for a in args]
-    saved = sys.argv
-    sys.argv = [f"rrsis-bench {command}", *args, *_hydra_overrides(command)]
+    saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    if debug:
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises the task's exception with its traceback
+    sys.argv = [f"rrsis-bench {command}", *_order_hydra_args(args, _hydra_overrides(command))]
     try:
         app()
     finally:
-        sys.argv = saved
+        sys.argv = saved_argv
+        if saved_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full_error
+    if failures:
+        if len(failures) > 1:  # a multirun: every failed job was reported by its own run folder
+            raise JobsFailed(failures)
+        raise failures[0]
     return 0
 
 
+class JobsFailed(Exception):
+    """Several jobs of a multirun failed."""
+
+    def __init__(self, failures: list[BaseException]) -> None:
+        self.failures = failures
+        super().__init__(f"{len(failures)} jobs failed; the first: {_describe(failures[0])}")
+
+
 # ---------------------------------------------------------------------------------------------
+def _describe(exc: BaseException) -> str:
+    """One line for an error: the message of a user error; type and message of anything else."""
+    text = " ".join(str(exc).split()) if not isinstance(exc, UsageError) else str(exc)
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    if _is_user_error(exc):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text} (unexpected; rerun with --debug for the traceback and report it)"
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rrsis_bench.config import ConfigError
+
+    if isinstance(exc, JobsFailed):
+        return all(_is_user_error(e) for e in exc.failures)
+    return isinstance(exc, UserError | ConfigError | OmegaConfBaseException | FileNotFoundError | ValueError
+                      | LookupError | OSError | NotImplementedError)
+
+
 PLAIN_COMMANDS: dict[str, Callable[[Sequence[str], Console], int]] = {
     "score": cmd_score, "list": cmd_list, "leaderboard": cmd_leaderboard, "data": cmd_data,
     "profile": cmd_profile, "convert": cmd_convert,
@@ -502,6 +469,8 @@ PLAIN_COMMANDS: dict[str, Callable[[Sequence[str], Console], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    argv = [a for a in argv if a != "--debug"]
     console = Console()
     if not argv or argv[0] in ("-h", "--help", "help"):
         console.print(USAGE, markup=False, highlight=False)
@@ -511,13 +480,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         if command in HYDRA_COMMANDS:
-            return run_hydra(command, rest)
+            return run_hydra(command, rest, debug=debug)
         if command in PLAIN_COMMANDS:
             return PLAIN_COMMANDS[command](rest, console)
         raise UsageError(f"Unknown command '{command}'. Commands: {', '.join([*HYDRA_COMMANDS, *PLAIN_COMMANDS])}.")
     except UsageError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {_escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
-    except (FileNotFoundError, ValueError, LookupError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+    except Exception as exc:
+        if debug:
+            raise
+        console.print(f"[red]error:[/red] {_escape(_describe(exc))}", highlight=False, soft_wrap=True)
         return 1
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -8,7 +8,11 @@ A method is a ``torch.nn.Module`` (subclass :class:`RRSISMethod`) that
 - owns its loss: ``loss(logits, batch) -> {"loss": scalar, ...named terms...}``, with the target
   mask in ``batch["mask"]`` (B, H, W) of 0/1;
 - may group its parameters for the optimizer: ``param_groups(weight_decay)`` returns AdamW groups,
-  each optionally with an ``lr_scale``.
+  each optionally with an ``lr_scale``;
+- gives every parameter that requires a gradient a gradient in every training step: DDP runs
+  without ``find_unused_parameters``. Parameters that never get one (kept for a checkpoint layout)
+  are built with ``requires_grad=False``; a method whose parameters may go unused in some steps sets
+  ``find_unused_parameters = True`` and the trainer tells DDP.
 
 The engine knows nothing else about a method.
 """
@@ -60,6 +64,7 @@ class RRSISMethod(nn.Module):
     """Base class of rrsis-bench methods (see the module docstring for the contract)."""
 
     spec: MethodSpec
+    find_unused_parameters: bool = False  # True: some trainable parameters may get no gradient in a step
 
     def loss(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError(f"{type(self).__name__} must define loss(logits, batch).")

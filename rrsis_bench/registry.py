@@ -206,6 +206,47 @@ def create_method(name: str, **overrides: Any):
     return model
 
 
+def factory_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults a method factory builds with: ``create_method(name)`` with no overrides.
+
+    The factory's own keyword defaults come first. When it also takes ``**kwargs``, they go to the
+    class its return annotation names, whose ``__init__`` defaults fill in the rest, and so on up
+    that class's bases while each ``__init__`` takes ``**kwargs`` (handed to ``super().__init__``).
+    """
+    defaults: dict[str, Any] = {}
+
+    def collect(function: Callable[..., Any]) -> inspect.Signature:
+        try:
+            signature = inspect.signature(function, eval_str=True)
+        except NameError:  # an annotation names something only a type checker sees: keep the strings
+            signature = inspect.signature(function)
+        for name, param in signature.parameters.items():
+            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.default is not param.empty:
+                defaults.setdefault(name, param.default)
+        return signature
+
+    def takes_kwargs(signature: inspect.Signature) -> bool:
+        return any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+
+    signature = collect(factory)
+    if inspect.isclass(factory):
+        target = factory
+    elif takes_kwargs(signature) and inspect.isclass(signature.return_annotation):
+        target = signature.return_annotation
+    else:
+        return defaults
+    for klass in target.__mro__:
+        if "__init__" in vars(klass) and klass is not object:
+            if not takes_kwargs(collect(vars(klass)["__init__"])):
+                break
+    return defaults
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """The options ``create_method(name)`` builds with (see :func:`factory_defaults`)."""
+    return factory_defaults(METHODS.get(name))
+
+
 def list_datasets(pattern: str | None = None) -> list[str]:
     """Names of the registered dataset readers."""
     return DATASETS.names(pattern)

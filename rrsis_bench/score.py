@@ -10,11 +10,16 @@ Foreground is "nonzero", read from the raw pixel values, never from a grey-level
   otherwise be all foreground) and the colour/index channels are read as above.
 
 Other modes (CMYK, YCbCr, ...) have no unambiguous "zero" and are reported as problems.
+
+Masks are expected to hold 0 and one foreground value (1, 255 or 65535). A mask holding other values
+(a probability map saved as grey levels, a JPEG-compressed mask) is still read as "nonzero" but a
+:class:`AmbiguousMaskWarning` names the files; ``threshold=T`` reads "value > T" as foreground instead.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +34,11 @@ from rrsis_bench.metrics import METRIC_KEYS, RRSISMetric, intersection_union
 
 _SCORING_THREADS = min(8, os.cpu_count() or 1)
 _SUPPORTED_BANDS = {"1", "L", "P", "I", "F", "R", "G", "B", "A"}
+_BINARY_VALUES = np.array([0, 1, 255, 65535])
+
+
+class AmbiguousMaskWarning(UserWarning):
+    """Masks hold values other than 0/1/255 and were read as nonzero = foreground."""
 
 
 class ScoreError(ValueError):
@@ -80,42 +90,48 @@ def _mismatched_names(preds: dict[str, Path], gts: dict[str, Path], pred_dir: Pa
     return missing + extra
 
 
-def _foreground(image: Image.Image) -> np.ndarray:
-    """Boolean foreground of a mask image, by the rules in the module docstring."""
+def _foreground(image: Image.Image, threshold: float | None = None) -> tuple[np.ndarray, bool]:
+    """(boolean foreground, whether the mask holds values other than 0/1/255/65535) of a mask image,
+    by the rules in the module docstring; with ``threshold``, foreground is value > threshold."""
     bands = image.getbands()
     if not set(bands) <= _SUPPORTED_BANDS:
         raise ValueError(
             f"image mode {image.mode!r} has no unambiguous background value; save masks as 1, L, P or RGB"
         )
     array = np.asarray(image)
-    if array.ndim == 2:
-        return array != 0
-    colour = [i for i, band in enumerate(bands) if band != "A"]
-    return np.any(array[..., colour] != 0, axis=-1)
+    if array.ndim == 3:
+        array = array[..., [i for i, band in enumerate(bands) if band != "A"]]
+    ambiguous = array.dtype != bool and bool(np.isin(array, _BINARY_VALUES, invert=True).any())
+    foreground = array != 0 if threshold is None else array > threshold
+    if foreground.ndim == 3:
+        foreground = np.any(foreground, axis=-1)
+    return foreground, ambiguous
 
 
-def _load_mask(path: Path) -> tuple[tuple[int, int], np.ndarray] | str:
-    """((width, height), foreground) of one PNG, or a one-line problem naming the file."""
+def _load_mask(path: Path, threshold: float | None) -> tuple[tuple[int, int], np.ndarray, bool] | str:
+    """((width, height), foreground, ambiguous) of one PNG, or a one-line problem naming the file."""
     try:
         with Image.open(path) as image:
-            return image.size, _foreground(image)
+            return (image.size, *_foreground(image, threshold))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         return f"cannot read {path}: {err}."
 
 
-def _score_pair(pred_path: Path, gt_path: Path) -> tuple[int, int] | list[str]:
-    """(intersection, union) of one prediction/ground-truth pair, or the problems that prevent scoring it."""
-    pred, gt = _load_mask(pred_path), _load_mask(gt_path)
+def _score_pair(pred_path: Path, gt_path: Path, threshold: float | None = None) -> tuple[int, int, list[Path]] | list[str]:
+    """(intersection, union, files holding non-binary values) of one prediction/ground-truth pair, or the
+    problems that prevent scoring it."""
+    pred, gt = _load_mask(pred_path, threshold), _load_mask(gt_path, threshold)
     problems = [loaded for loaded in (pred, gt) if isinstance(loaded, str)]
     if problems:
         return problems
-    (pred_size, pred_mask), (gt_size, gt_mask) = pred, gt
+    (pred_size, pred_mask, pred_odd), (gt_size, gt_mask, gt_odd) = pred, gt
     if pred_size != gt_size:
         return [
             f"size mismatch: prediction {pred_path} is {_size(pred_size)} but ground truth {gt_path} "
             f"is {_size(gt_size)}."
         ]
-    return intersection_union(pred_mask, gt_mask)
+    odd = [path for path, flag in ((pred_path, pred_odd), (gt_path, gt_odd)) if flag]
+    return (*intersection_union(pred_mask, gt_mask), odd)
 
 
 def _size(size: tuple[int, int]) -> str:
@@ -123,12 +139,14 @@ def _size(size: tuple[int, int]) -> str:
 
 
 def score_mask_dirs(
-    pred_dir: str | os.PathLike, gt_dir: str | os.PathLike
+    pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, threshold: float | None = None
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score every ``gt_dir/<id>.png`` against ``pred_dir/<id>.png``; return (metrics, per-sample frame).
 
     Folders are not searched recursively. Raises :class:`ScoreError` listing every problem
     (missing or extra predictions, size mismatches, unreadable files, empty or absent folders).
+    Foreground is a nonzero value, or a value above ``threshold`` when given; without a threshold,
+    masks holding values other than 0/1/255/65535 raise one :class:`AmbiguousMaskWarning`.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     problems: list[str] = []
@@ -140,15 +158,26 @@ def score_mask_dirs(
     stems = sorted(gts.keys() & preds.keys())
     # PNG decoding and counting release the GIL, so threads overlap them; workers return only
     # two integers per pair, and map() keeps the sample order.
+    ambiguous: list[Path] = []
     with ThreadPoolExecutor(max_workers=_SCORING_THREADS) as pool:
-        results = pool.map(_score_pair, [preds[s] for s in stems], [gts[s] for s in stems])
+        results = pool.map(_score_pair, [preds[s] for s in stems], [gts[s] for s in stems],
+                           [threshold] * len(stems))
         for stem, result in zip(stems, results, strict=True):
             if isinstance(result, list):
                 problems += result
             else:
-                metric.add(stem, *result)
+                intersection, union, odd = result
+                metric.add(stem, intersection, union)
+                ambiguous += odd
     if problems:
         raise ScoreError(pred_dir, gt_dir, problems)
+    if ambiguous and threshold is None:
+        warnings.warn(
+            f"{len(ambiguous)} mask file(s) hold values other than 0, 1 and 255 (first: {ambiguous[0]}); they "
+            "were read as nonzero = foreground. If they are grey-level or probability maps, pass threshold=T "
+            "(foreground = value > T, e.g. threshold=127).",
+            AmbiguousMaskWarning, stacklevel=2,
+        )
     return metric.compute(), metric.to_frame()
 
 

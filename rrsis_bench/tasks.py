@@ -6,8 +6,11 @@ Everything method- or dataset-specific is reached through the registry; rank 0 a
 from __future__ import annotations
 
 import os
+import re
 import resource
+import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +21,30 @@ from rich.console import Console
 from rrsis_bench import __version__
 from rrsis_bench.data.augment import AugmentedDataset, RandomBoxes
 from rrsis_bench.data.manifest import split_manifest
-from rrsis_bench.data.pipeline import SampleTransform, TransformedDataset, class_words, collate
+from rrsis_bench.data.pipeline import SampleTransform, TransformedDataset, build_encoder, collate
 from rrsis_bench.data.text import ExpressionEncoder
 from rrsis_bench.data.weak import build_weak_train_set
 from rrsis_bench.engine import checkpoint as ckpt
 from rrsis_bench.engine import distributed as D
 from rrsis_bench.engine.evaluator import build_eval_loader, evaluate
 from rrsis_bench.engine.trainer import BEST, Trainer, TrainerSettings, resolve_device, seed_everything
+from rrsis_bench.errors import UserError
 from rrsis_bench.io import atomic_write, atomic_write_json, atomic_write_text
 from rrsis_bench.metrics import format_metrics_table
 from rrsis_bench.nn.text import build_tokenizer
 from rrsis_bench.registry import DATASETS, METHODS, create_dataset, create_method
 from rrsis_bench.results import provenance
-from rrsis_bench.results.record import build_record, config_hash, new_run_id, write_record
+from rrsis_bench.results.record import (
+    RUN_CLAIM_FILE,
+    VOLATILE_KEYS,
+    RunFolderInUse,
+    build_record,
+    claim_run_dir,
+    config_hash,
+    new_run_id,
+    scoring_status,
+    write_record,
+)
 
 CONFIG_FILE = "config.yaml"  # the resolved run config, saved beside the checkpoints for `eval`
 
@@ -81,11 +95,14 @@ def method_info(model, name: str) -> dict[str, Any]:
     }
 
 
-def data_info(data_cfg: dict, split_key: str, samples) -> dict[str, Any]:
+def data_info(data_cfg: dict, split_key: str, samples, scored: int | None = None) -> dict[str, Any]:
+    """The record's ``data`` block: ``num_samples`` is what was scored (``scored``, default the whole
+    split), ``split_num_samples`` the split's size; the manifest identifies the split."""
     manifest = split_manifest(samples)
     return {
         "name": data_cfg["name"], "split": data_cfg.get("splits", {}).get(split_key, split_key),
-        "num_samples": manifest["num_samples"], "manifest_sha256": manifest["sha256"],
+        "num_samples": manifest["num_samples"] if scored is None else scored,
+        "split_num_samples": manifest["num_samples"], "manifest_sha256": manifest["sha256"],
         "source_dist": DATASETS.entry(data_cfg["name"]).source_dist,
     }
 
@@ -102,30 +119,61 @@ def write_outputs(run_dir: Path, record: dict, metric) -> None:
 
 
 def run_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None:
-    """Train → select on val → evaluate on test → record. Returns the record on rank 0."""
+    """Train → select on val → evaluate on test → record. Returns the record on rank 0.
+
+    A run that fails leaves no trace claiming success: before training starts, the run folder is
+    removed when it holds nothing but Hydra's files; once training has started, the folder is kept
+    (its checkpoints can be resumed) and record.json says ``status: failed`` with the error.
+    """
+    attempt = RunAttempt()
+    try:
+        return _run(cfg, run_dir, console, attempt)
+    except BaseException as exc:
+        _clean_up_failed_run(cfg, run_dir, attempt, exc, console or Console())
+        raise
+
+
+@dataclass
+class RunAttempt:
+    """How far :func:`_run` got, for the failure handling of :func:`run_task`."""
+
+    started: float = field(default_factory=time.perf_counter)
+    trainer: Trainer | None = None
+    run_id: str | None = None  # set once this process has claimed the run folder (run.json)
+
+    @property
+    def training_started(self) -> bool:
+        return self.trainer is not None and self.trainer.training_started
+
+
+def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> dict | None:
     console = console or Console()
-    t_start = time.perf_counter()
+    t_start = attempt.started
+    require_values(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     settings = TrainerSettings.from_config(config["trainer"])
     device = resolve_device(settings.device)
     D.init_distributed(device.type)
     run_dir = Path(D.broadcast_object(str(run_dir)))
+    attempt.run_id = claim_on_main_rank(run_dir, task="run", resume=bool(config.get("resume", False)))
+    if config.get("resume"):  # before config.yaml is rewritten below
+        ckpt.check_resume_config(run_dir / "checkpoints" / CONFIG_FILE, config, may_differ=VOLATILE_KEYS)
     seed_everything(int(config["seed"]) + D.rank(), settings.deterministic)
 
     model = build_method(config["method"])
     raw = {key: load_split(config["data"], key) for key in ("train", "val", config["eval_split"])}
     raw["train"], weak_manifest = prepare_train_split(raw["train"], config["data"], int(config["seed"]))
-    encode = ExpressionEncoder(build_tokenizer(model.spec.tokenizer), config["data"]["max_tokens"],
-                               class_words(raw["train"]), object_fallback=config["data"].get("object_fallback", "full"))
+    encode = build_encoder(build_tokenizer(model.spec.tokenizer), config["data"], raw["train"])
     train_set = TransformedDataset(raw["train"], make_transform(model, config["data"], encode, with_gt=False))
     val_set = TransformedDataset(raw["val"], make_transform(model, config["data"], encode, with_gt=True))
     test_set = TransformedDataset(raw[config["eval_split"]], make_transform(model, config["data"], encode, with_gt=True))
 
-    if D.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "checkpoints" / CONFIG_FILE, OmegaConf.to_yaml(config))
     trainer = Trainer(model, train_set, val_set, settings, run_dir=run_dir, seed=int(config["seed"]),
                       collate_fn=collate, console=console)
+    attempt.trainer = trainer
+    if D.is_main():  # the run's first own file: a failure before this point leaves only Hydra's files
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "checkpoints" / CONFIG_FILE, OmegaConf.to_yaml(config))
     fit = trainer.fit(resume=bool(config.get("resume", False)))
 
     ckpt.load_weights(trainer.ckpt_dir / BEST, model, trainer.device)
@@ -138,11 +186,13 @@ def run_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None:
         D.barrier()
         return None
 
+    # A capped test pass (trainer.max_eval_samples, trainer=debug) is partial: never a leaderboard row.
+    status = scoring_status(len(metric), len(raw[config["eval_split"]]))
     record = build_record(
-        status="complete", task="run", run_id=run_dir.name or new_run_id(),
+        status=status, task="run", run_id=attempt.run_id,
         config_hash=config_hash(config), group_hash=config_hash(config, include_seed=False), config=config,
         method=method_info(model, config["method"]["name"]),
-        data={**data_info(config["data"], config["eval_split"], raw[config["eval_split"]]),
+        data={**data_info(config["data"], config["eval_split"], raw[config["eval_split"]], scored=len(metric)),
               "weak": _weak_summary(weak_manifest)},
         selection={"split": config["data"]["splits"]["val"], "metric": settings.select_metric,
                    "best_epoch": fit.best_epoch, "metrics": fit.best_metrics},
@@ -157,15 +207,127 @@ def run_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None:
                    "train_log": "train_log.csv", "config": f"checkpoints/{CONFIG_FILE}"},
         rrsis_bench_version=__version__,
     )
-    write_outputs(run_dir, record, metric)
     if weak_manifest is not None:
         atomic_write_json(run_dir / "weak_manifest.json", weak_manifest)
+    write_outputs(run_dir, record, metric)  # record.json last: it marks the run complete
     console.print(format_metrics_table(
         metrics, f"{config['method']['name']} on {config['data']['name']}/{record['data']['split']} "
                  f"(best val epoch {fit.best_epoch})"))
+    if status == "partial":
+        console.print(f"Partial test pass: {len(metric)} of {record['data']['split_num_samples']} samples scored "
+                      "(trainer.max_eval_samples); the record says status: partial and stays out of leaderboards.")
     console.print(f"Run folder: {run_dir}  (record.json, per_sample.csv, train_log.csv, checkpoints/)")
     D.barrier()
     return record
+
+
+def claim_on_main_rank(run_dir: Path, *, task: str, resume: bool) -> str:
+    """Rank 0 claims ``run_dir`` (:func:`claim_run_dir`); every rank gets the run id, or the refusal."""
+    outcome: tuple[str, str] | None = None
+    if D.is_main():
+        try:
+            outcome = ("claimed", claim_run_dir(run_dir, task=task, resume=resume))
+        except (RunFolderInUse, ValueError, OSError) as err:
+            if not D.is_distributed():
+                raise
+            outcome = ("refused", str(err))  # the other ranks must hear of it, not wait forever
+    kind, value = D.broadcast_object(outcome)
+    if kind == "refused":
+        raise RunFolderInUse(value)
+    return value
+
+
+class MissingValueError(UserError, ValueError):
+    """A config key that has no default (``???``) was not given."""
+
+
+def require_values(cfg) -> None:
+    """Raise :class:`MissingValueError` naming the first key left at ``???`` (e.g. ``data.root``) and how
+    to pass it, before ``???`` leaks into a path or a lookup."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if not missing:
+        return
+    key = missing[0]
+    group, _, leaf = key.rpartition(".")
+    option = OmegaConf.select(cfg, f"{group}.name", default=None) if group else None
+    # The file that declares the key: conf/<group>/<option>.yaml, or the command's primary config.
+    declared_in = f"{group}/{_chosen_option(group) or option}.yaml" if group else f"{cfg.get('task')}.yaml"
+    hint = _documented_meaning(declared_in, leaf)
+    where = f" for {group}={option}" if option else ""
+    value = "DIR" if leaf in ("root", "checkpoint") else "VALUE"
+    raise MissingValueError(f"{key} is required{where}: pass {key}={value}" + (f" ({hint})." if hint else "."))
+
+
+def _chosen_option(group: str) -> str | None:
+    """The option Hydra chose for config group ``group`` (e.g. ``refsegrs`` for ``data``), if any."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not group or not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group)
+
+
+def _documented_meaning(config_file: str, leaf: str) -> str | None:
+    """The inline comment of ``leaf: ???`` in the shipped config file ``conf/<config_file>``: the config
+    files document their mandatory keys there (``root: ???  # the folder holding …``)."""
+    from importlib import resources
+
+    try:
+        text = resources.files("rrsis_bench.conf").joinpath(*config_file.split("/")).read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # a plugin's config group: no hint
+    found = re.search(rf"^{re.escape(leaf)}:[ \t]*\?\?\?[ \t]*#[ \t]*(.+?)[ \t]*$", text, flags=re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def _clean_up_failed_run(cfg, run_dir: Path, attempt: RunAttempt, exc: BaseException, console: Console) -> None:
+    """Leave nothing that claims success after ``exc`` stopped a run (see :func:`run_task`)."""
+    if attempt.training_started:
+        if D.world_info()[0] == 0:
+            _write_failed_record(cfg, run_dir, attempt, exc, console)
+    else:
+        _remove_if_only_hydra_files(run_dir, own=(RUN_CLAIM_FILE,) if attempt.run_id else ())
+
+
+def _remove_if_only_hydra_files(run_dir: Path, own: tuple[str, ...] = ()) -> None:
+    """Delete Hydra's run folder ``run_dir`` if it holds nothing but the files Hydra wrote into it
+    (``.hydra/`` and the job log): the run wrote nothing of its own, so there is nothing to keep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or not run_dir.is_dir():
+        return  # called from Python: the folder is the caller's, not Hydra's
+    hydra_cfg = HydraConfig.get()
+    if Path(hydra_cfg.runtime.output_dir).resolve() != run_dir.resolve():
+        return
+    hydra_files = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log", *own}  # own: this run's claim
+    if all(entry.name in hydra_files for entry in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _write_failed_record(cfg, run_dir: Path, attempt: RunAttempt, exc: BaseException, console: Console) -> None:
+    """record.json with ``status: failed``, the error and how far the run got; the leaderboard skips it."""
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        last = run_dir / "checkpoints" / "last"
+        artifacts = {"checkpoint": "checkpoints/last", "train_log": "train_log.csv",
+                     "config": f"checkpoints/{CONFIG_FILE}"}
+        record = build_record(
+            status="failed", task="run", run_id=attempt.run_id or new_run_id(), config=config,
+            method={"name": config["method"]["name"]},
+            data={"name": config["data"]["name"],
+                  "split": config["data"].get("splits", {}).get(config["eval_split"], config["eval_split"])},
+            seed=int(config["seed"]),
+            error={"type": type(exc).__name__, "message": str(exc) or type(exc).__name__},
+            # epoch and step of checkpoints/last, from which resume=true continues (None: no epoch finished)
+            last_checkpoint=ckpt.read_meta(last) if last.is_dir() else None,
+            timing={"wall_s": round(time.perf_counter() - attempt.started, 2)},
+            artifacts={k: v for k, v in artifacts.items() if (run_dir / v).exists()},
+            rrsis_bench_version=__version__,
+        )
+        write_record(run_dir, record)
+    except Exception as failure:  # never hide the run's own error behind this one
+        console.print(f"[yellow]warning:[/yellow] could not write the failed-run record in {run_dir}: {failure}",
+                      highlight=False)
 
 
 def _weak_summary(manifest: dict | None) -> dict | None:
@@ -193,15 +355,25 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def eval_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None:
-    """Score a checkpoint on a split; writes record.json and per_sample.csv (rank 0)."""
+    """Score a checkpoint on a split; writes record.json and per_sample.csv (rank 0). A failed
+    evaluation removes the run folder when it holds nothing but Hydra's files."""
+    try:
+        return _evaluate(cfg, run_dir, console)
+    except BaseException:
+        _remove_if_only_hydra_files(run_dir)
+        raise
+
+
+def _evaluate(cfg, run_dir: Path, console: Console | None = None) -> dict | None:
     console = console or Console()
     t_start = time.perf_counter()
+    require_values(cfg)
     weights, config_file = resolve_checkpoint(cfg.checkpoint)
     run_config = OmegaConf.load(config_file)
     overrides = OmegaConf.create({"data": OmegaConf.to_container(cfg.data, resolve=True) or {}})
     merged = OmegaConf.merge(run_config, overrides)
     config = OmegaConf.to_container(merged, resolve=True)
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg = TrainerSettings.check(OmegaConf.to_container(cfg.trainer, resolve=True))
     device = resolve_device(trainer_cfg["device"])
     D.init_distributed(device.type)
     run_dir = Path(D.broadcast_object(str(run_dir)))
@@ -212,8 +384,7 @@ def eval_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None
     if trainer_cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
     samples = load_split(config["data"], cfg.split)
-    encode = ExpressionEncoder(build_tokenizer(model.spec.tokenizer), config["data"]["max_tokens"], class_words(samples),
-                               object_fallback=config["data"].get("object_fallback", "full"))
+    encode = build_encoder(build_tokenizer(model.spec.tokenizer), config["data"], samples)
     dataset = TransformedDataset(samples, make_transform(model, config["data"], encode, with_gt=True))
     loader = build_eval_loader(dataset, trainer_cfg["eval_batch_size"], trainer_cfg["num_workers"], collate)
     metrics, metric = evaluate(model, loader, device, amp=trainer_cfg["amp"], channels_last=trainer_cfg["channels_last"])
@@ -221,8 +392,10 @@ def eval_task(cfg, run_dir: Path, console: Console | None = None) -> dict | None
         D.barrier()
         return None
     eval_config = {**config, "task": "eval", "eval_split": cfg.split, "checkpoint": str(weights)}
+    # Claimed only now (rank 0), so a failed evaluation leaves no claim behind.
+    run_id = claim_run_dir(run_dir, task="eval")
     record = build_record(
-        status="complete", task="eval", run_id=run_dir.name or new_run_id(),
+        status="complete", task="eval", run_id=run_id,
         config_hash=config_hash(eval_config), group_hash=config_hash(eval_config, include_seed=False),
         config=eval_config, method=method_info(model, config["method"]["name"]),
         data=data_info(config["data"], cfg.split, samples),

@@ -50,3 +50,19 @@ def data_overrides(synthetic_root) -> list[str]:
     """Hydra overrides that point data=synthetic at the small session dataset."""
     images = ",".join(f"{k}:{v}" for k, v in SMALL_SYNTHETIC.items())
     return [f"data.root={synthetic_root}", f"+data.options.num_images={{{images}}}"]
+
+
+def exit_code(args) -> int:
+    """``rrsis-bench ARGS`` in this process: its exit status, also when Hydra exits on its own error."""
+    from rrsis_bench.cli import main
+
+    try:
+        return main(args)
+    except SystemExit as exc:
+        return exc.code
+
+
+def one_line(capsys) -> str:
+    """Everything printed so far (stdout and stderr), whitespace folded: messages wrap in narrow consoles."""
+    captured = capsys.readouterr()
+    return " ".join((captured.out + captured.err).split())

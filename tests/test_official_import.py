@@ -204,3 +204,57 @@ def test_convert_command_reports_a_mismatch(tmp_path, capsys):
     assert "missing" in capsys.readouterr().out
     assert not (tmp_path / "x").exists()
     assert main(["convert", "--help"]) == 0
+
+
+def test_each_method_hands_its_layout_to_the_importer():
+    """The importer in rrsis_bench.nn knows no method class: it asks the model (official_layout())."""
+    import ast
+    from pathlib import Path
+
+    from rrsis_bench.methods.fianet.official import fianet_rules
+    from rrsis_bench.methods.lavt.official import lavt_rules
+
+    import rrsis_bench.nn
+    from rrsis_bench.nn.official_lavt import Rule, official_rules
+
+    for path in Path(rrsis_bench.nn.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in imported if m.startswith("rrsis_bench.methods")], path.name
+    rules = lambda model: [(r.ours.text, r.official.text if r.official else None) for r in official_rules(model)]  # noqa: E731
+    table = lambda rs: [(r.ours.text, r.official.text if r.official else None) for r in rs]  # noqa: E731
+    assert rules(build("lavt", 0)) == table(lavt_rules())
+    assert rules(build("fianet", 0)) == table(fianet_rules())
+
+    class Tiny(torch.nn.Module):  # any model with a layout of its own goes through the same importer
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(2, 3)
+
+        def official_layout(self):
+            return [Rule("proj.{rest}", "head.fc.{rest}")]
+
+    source, target = Tiny(), Tiny()
+    exported = to_official(source)
+    assert sorted(exported) == ["head.fc.bias", "head.fc.weight"]
+    from_official(target, exported)
+    assert torch.equal(target.proj.weight, source.proj.weight)
+    with pytest.raises(TypeError, match="official_layout"):
+        official_rules(torch.nn.Linear(2, 3))
+
+
+class _Opaque:
+    """An object only full unpickling can restore (as a pickled optimizer or a planted payload)."""
+
+
+def test_a_file_that_needs_full_unpickling_loads_only_when_trusted(tmp_path, batch):
+    model = build("lavt", 0)
+    path = tmp_path / "with_object.pth"
+    torch.save({"model": to_official(model), "extra": _Opaque()}, path)
+    fresh = build("lavt", 1)
+    with pytest.raises(ValueError, match="trust=true"):
+        load_official_checkpoint(fresh, path)
+    assert not torch.equal(_outputs(fresh, batch), _outputs(model, batch))  # nothing was loaded
+    load_official_checkpoint(fresh, path, trust=True)
+    assert torch.equal(_outputs(fresh, batch), _outputs(model, batch))

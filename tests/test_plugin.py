@@ -53,7 +53,9 @@ def test_plugin_is_listed_with_its_distribution(plugin_site, tmp_path):
 def test_plugin_trains_with_run(plugin_site, tmp_path, data_overrides):
     run_dir = tmp_path / "run"
     result = cli(
-        ["run", "method=example_film", "trainer=debug", *data_overrides, f"hydra.run.dir={run_dir}"],
+        # the whole (small) test split is scored, so the record is complete rather than partial
+        ["run", "method=example_film", "trainer=debug", "trainer.max_eval_samples=null", *data_overrides,
+         f"hydra.run.dir={run_dir}"],
         plugin_site,
         tmp_path,
     )
@@ -64,3 +66,21 @@ def test_plugin_trains_with_run(plugin_site, tmp_path, data_overrides):
     assert record["method"]["source_dist"] == "rrsis-bench-example-plugin"
     assert record["config"]["method"]["width"] == 16  # the plugin's own Hydra defaults were used
     assert set(record["metrics"]) >= {"oIoU", "mIoU", "Pr@0.5", "Pr@0.9"}
+
+
+@pytest.mark.parametrize("order", ["flag_last", "flag_first"])
+def test_print_config_of_a_plugin_method(plugin_site, tmp_path, order):
+    """`run method=X --cfg job` with a plugin config package installed: the CLI's own search-path
+    override must not end up after Hydra's flag (argparse refused it)."""
+    args = ["method=example_film", "--cfg", "job"] if order == "flag_last" else ["--cfg", "job", "method=example_film"]
+    result = cli(["run", *args], plugin_site, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "name: example_film" in result.stdout and "width: 16" in result.stdout  # the plugin's own yaml
+
+
+def test_run_help_lists_plugin_methods(plugin_site, tmp_path):
+    result = cli(["run", "--help"], plugin_site, tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.strip().startswith("example_film"))
+    assert "rrsis-bench-example-plugin" in line
+    assert any(line.strip().startswith("fianet_lite") for line in result.stdout.splitlines())

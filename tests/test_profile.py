@@ -47,9 +47,10 @@ def test_profile_a_registered_method_with_kwargs(tmp_path, capsys):
     assert main(["profile", "method=test_baseline", "image_size=64", "repeats=1", "method.fusion_dim=8",
                  f"out={out}"]) == 0
     result = json.loads(out.read_text())
-    model = rrsis_bench.create_method("test_baseline", fusion_dim=8)
+    # profile builds the method as `run method=test_baseline` does: its YAML, then the override
+    assert result["method_kwargs"]["fusion_dim"] == 8 and result["weights"] == "random init"
+    model = rrsis_bench.create_method("test_baseline", **result["method_kwargs"])
     assert result["params"] == sum(p.numel() for p in model.parameters())
-    assert result["method_kwargs"] == {"fusion_dim": 8}
     assert result["flops"] > 0 and result["output_shape"] == [1, 1, 64, 64]
     assert "rrsis-bench profile: test_baseline" in capsys.readouterr().out
 
@@ -83,3 +84,23 @@ def test_faithful_models_match_the_official_flops_at_480():
     assert abs(fianet["flops"] + head - 421.55e9) < 0.05e9
     # The published GFLOPs (multiply-adds, third-party, RefSegRS model): 210.44 / 198.82.
     assert abs(fianet["flops"] / lavt["flops"] - 210.44 / 198.82) < 0.002
+
+
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_profile_builds_with_random_init_unless_asked(pretrained, monkeypatch, tmp_path):
+    """Counts and FLOPs do not depend on weights: the default build loads none (nothing to download)."""
+    import rrsis_bench.profile as P
+
+    built = {}
+
+    def fake_create(name, **kwargs):
+        built.update(kwargs)
+        return OneConv()
+
+    monkeypatch.setattr(P, "create_method", fake_create)
+    args = ["profile", "method=baseline", "image_size=8", "repeats=1", "method.fusion_dim=8", f"out={tmp_path / 'p.json'}"]
+    assert main([*args, f"pretrained={str(pretrained).lower()}"]) == 0
+    assert built["pretrained"] is pretrained and built["text_pretrained"] is pretrained
+    assert built["fusion_dim"] == 8 and built["frozen_stages"] == 2  # the rest is baseline.yaml's
+    result = json.loads((tmp_path / "p.json").read_text())
+    assert result["weights"] == ("pretrained" if pretrained else "random init")

@@ -114,6 +114,9 @@ def test_size_mismatch_resizes_mask_and_warns_once(fixture_root):
     message = str(resized[0].message)
     assert "scene_c.tif" in message and "24x24" in message and "48x48" in message and "resized" in message
     assert dataset.num_resized == expected["resized"]["train"] == 1
+    assert dataset.size_mismatches == [
+        f"{root / 'masks' / 'scene_c.tif'} is 24x24 but its image is 48x48; the mask is resized (nearest) to the image"
+    ]
     sample = next(s for s in samples if s["image_id"] == "scene_c")
     assert sample["image"].size == (48, 48) and sample["mask"].shape == (48, 48)
     assert sample["mask"][12:24, 6:18].all() and sample["mask"].sum() == 144
@@ -208,10 +211,31 @@ def test_missing_file_is_named_or_skipped(tmp_path, kind):
         RefSegRSDataset(tmp_path, "test")
     message = str(error.value)
     assert str(missing) in message and "line 3" in message and "skip_missing=True" in message
+    assert "+data.options.skip_missing=true" in message  # the command-line form too
     dataset = RefSegRSDataset(tmp_path, "test", skip_missing=True)
     assert len(dataset) == expected["counts"]["test"] - 1 and dataset.num_skipped == 1
+    assert dataset.missing_files == [missing]
     assert "scene_d" not in {s["image_id"] for s in dataset}
     assert len(RefSegRSDataset(tmp_path, "train")) == expected["counts"]["train"]
+
+
+@pytest.mark.filterwarnings("ignore:Truncated File Read|Corrupt EXIF:UserWarning")  # PIL, on the broken TIFF
+@pytest.mark.parametrize("kind", ["image_files", "mask_files"])
+def test_truncated_file_names_the_file_and_the_sample(tmp_path, kind):
+    expected = write_refsegrs_fixture(tmp_path)
+    broken = expected[kind]["scene_d"]  # used by test line 3 only
+    broken.write_bytes(broken.read_bytes()[:100])
+    dataset = RefSegRSDataset(tmp_path, "test")
+    with pytest.raises(OSError) as error:
+        dataset[2]
+    message = str(error.value)
+    assert str(broken) in message and "test_3" in message and "+data.options.skip_missing=true" in message
+
+
+def test_class_phrases_are_the_category_words(fixture_root):
+    root, _ = fixture_root
+    phrases = RefSegRSDataset(root, "train").class_phrases
+    assert phrases == {category: (category,) for category in CATEGORIES} and len(phrases) == 14
 
 
 def test_negative_and_out_of_range_index(fixture_root):

@@ -4,13 +4,15 @@ an uninterrupted run ends."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 import torch
+import yaml
+from conftest import exit_code, one_line
 from safetensors.torch import load_file
 
-from rrsis_bench.cli import main
 from rrsis_bench.engine.trainer import Trainer
 
 
@@ -21,7 +23,7 @@ class Interrupted(Exception):
 def run(run_dir, data_overrides, *extra) -> int:
     args = ["run", "method=test_baseline", "trainer=debug", "trainer.epochs=3", "trainer.max_eval_samples=null",
             *data_overrides, f"hydra.run.dir={run_dir}", *extra]
-    return main(args)
+    return exit_code(args)
 
 
 def outputs(run_dir):
@@ -32,10 +34,16 @@ def outputs(run_dir):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data_overrides):
+def straight_run(tmp_path_factory, data_overrides):
+    """The folder of an uninterrupted run (copy it before resuming in it)."""
     run_dir = tmp_path_factory.mktemp("resume") / "straight"
     assert run(run_dir, data_overrides) == 0
-    return outputs(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(straight_run):
+    return outputs(straight_run)
 
 
 def test_same_seed_same_result(uninterrupted, tmp_path, data_overrides):
@@ -57,14 +65,17 @@ def test_resume_reproduces_the_uninterrupted_run(uninterrupted, tmp_path, data_o
         return real_epoch(self, epoch, step, log)
 
     monkeypatch.setattr(Trainer, "_train_epoch", crash_in_second_epoch)
-    with pytest.raises(SystemExit):  # Hydra reports the crash and exits non-zero
-        run(run_dir, data_overrides)
-    assert not (run_dir / "record.json").exists()
+    assert run(run_dir, data_overrides) != 0
+    crashed = json.loads((run_dir / "record.json").read_text())
+    assert crashed["status"] == "failed" and crashed["error"]["message"] == "simulated crash"
+    assert crashed["last_checkpoint"] == {"epoch": 1, "step": 2}  # checkpoints/last: after epoch 1 of 2-step epochs
     assert (run_dir / "checkpoints" / "last" / "state.pt").is_file()
     monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
 
-    assert run(run_dir, data_overrides, "resume=true") == 0
+    # keys that cannot change the result may differ on resume
+    assert run(run_dir, data_overrides, "resume=true", "trainer.progress=false", "trainer.device=cpu") == 0
     record, weights, log = outputs(run_dir)
+    assert record["status"] == "complete"
     ref_record, ref_weights, ref_log = uninterrupted
     assert record["metrics"] == ref_record["metrics"]
     assert record["selection"] == ref_record["selection"]
@@ -74,6 +85,27 @@ def test_resume_reproduces_the_uninterrupted_run(uninterrupted, tmp_path, data_o
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, data_overrides, capsys):
-    with pytest.raises(SystemExit):
-        run(tmp_path / "fresh", data_overrides, "resume=true")
-    assert "resume=true but there is no checkpoint" in capsys.readouterr().err
+    assert run(tmp_path / "fresh", data_overrides, "resume=true") != 0
+    assert f"resume=true but there is no run config at {tmp_path / 'fresh' / 'checkpoints' / 'config.yaml'}" \
+        in one_line(capsys)
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_resume_refuses_a_changed_config(straight_run, tmp_path, data_overrides, capsys):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(straight_run, run_dir)
+    saved = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    config = yaml.safe_load((run_dir / "checkpoints" / "config.yaml").read_text())
+    capsys.readouterr()
+
+    assert run(run_dir, data_overrides, "resume=true", "trainer.lr=0.5", "trainer.epochs=4", "data.image_size=96",
+               "trainer.progress=false") != 0
+    message = one_line(capsys)
+    assert (f"resume=true refuses a changed config: data.image_size {config['data']['image_size']} → 96, "
+            f"trainer.epochs 3 → 4, trainer.lr {config['trainer']['lr']} → 0.5 (the run started with "
+            f"{run_dir / 'checkpoints' / 'config.yaml'}); resume with the original values, or start a new run "
+            "without resume=true in a new hydra.run.dir.") in message
+    assert "progress" not in message
+    # nothing the run wrote was touched (Hydra rewrites its own .hydra/ files)
+    assert {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*")
+            if p.is_file() and ".hydra" not in p.parts} == saved

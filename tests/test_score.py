@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from rrsis_bench.metrics import METRIC_KEYS
-from rrsis_bench.score import ScoreError, per_sample_path, score_mask_dirs, write_score
+from rrsis_bench.score import AmbiguousMaskWarning, ScoreError, per_sample_path, score_mask_dirs, write_score
 
 
 def save_l(path: Path, fg: np.ndarray) -> None:
@@ -79,6 +79,8 @@ def mask_dirs(tmp_path: Path) -> tuple[Path, Path]:
     return pred_dir, gt_dir
 
 
+# Its masks use odd foreground values on purpose (e.g. RGB (0, 0, 2)): the warning is expected.
+@pytest.mark.filterwarnings("ignore::rrsis_bench.score.AmbiguousMaskWarning")
 def test_round_trip_matches_hand_computed(mask_dirs, tmp_path):
     pred_dir, gt_dir = mask_dirs
     metrics, frame = score_mask_dirs(pred_dir, gt_dir)
@@ -136,6 +138,8 @@ def test_missing_and_empty_folders(tmp_path):
     assert info.value.problems == [f"prediction folder {tmp_path / 'nowhere'} does not exist."]
 
 
+# Its masks use odd foreground values on purpose (e.g. RGB (0, 0, 2)): the warning is expected.
+@pytest.mark.filterwarnings("ignore::rrsis_bench.score.AmbiguousMaskWarning")
 def test_alpha_is_ignored_and_modes_without_a_zero_are_problems(tmp_path):
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     pred_dir.mkdir()
@@ -162,3 +166,49 @@ def test_write_score_needs_every_metric(tmp_path):
     with pytest.raises(ValueError, match="mIoU"):
         write_score(tmp_path / "s.json", {"oIoU": 1.0}, pd.DataFrame())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_non_binary_masks_warn_and_threshold_reads_value_above_it(tmp_path):
+    """A grey-level mask (0/100/200) is read as nonzero = foreground with a warning naming the file;
+    threshold=T makes value > T the foreground."""
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir()
+    gt_dir.mkdir()
+    pred = np.array([[0, 100, 200, 200]], dtype=np.uint8)
+    Image.fromarray(pred, mode="L").save(pred_dir / "s.png")
+    save_l(gt_dir / "s.png", np.array([[False, False, True, True]]))
+    with pytest.warns(AmbiguousMaskWarning, match=r"1 mask file\(s\) hold values other than 0, 1 and 255") as caught:
+        metrics, frame = score_mask_dirs(pred_dir, gt_dir)
+    assert str(pred_dir / "s.png") in str(caught[0].message) and "threshold=" in str(caught[0].message)
+    assert (frame.loc[0, "intersection"], frame.loc[0, "union"]) == (2, 3)  # 100 counted as foreground
+    metrics, frame = score_mask_dirs(pred_dir, gt_dir, threshold=127)
+    assert (frame.loc[0, "intersection"], frame.loc[0, "union"]) == (2, 2)
+    assert metrics["mIoU"] == 100.0
+
+
+def test_binary_masks_do_not_warn(tmp_path, recwarn):
+    pred_dir, gt_dir = tmp_path / "binary_pred", tmp_path / "binary_gt"
+    pred_dir.mkdir()
+    gt_dir.mkdir()
+    fg = np.array([[True, False], [False, True]])
+    save_l(pred_dir / "x.png", fg)  # 0/255
+    Image.fromarray(fg.astype(np.uint8), mode="L").save(gt_dir / "x.png")  # 0/1
+    score_mask_dirs(pred_dir, gt_dir)
+    assert not [w for w in recwarn if issubclass(w.category, AmbiguousMaskWarning)]
+
+
+def test_score_cli_prints_the_warning_and_takes_threshold(tmp_path, capsys):
+    from rrsis_bench.cli import main
+
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir()
+    gt_dir.mkdir()
+    Image.fromarray(np.array([[0, 100, 200]], dtype=np.uint8), mode="L").save(pred_dir / "s.png")
+    save_l(gt_dir / "s.png", np.array([[False, False, True]]))
+    assert main(["score", f"pred={pred_dir}", f"gt={gt_dir}", f"out={tmp_path / 'a.json'}"]) == 0
+    assert "warning:" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a.json").read_text())["mIoU"] == 50.0
+    assert main(["score", f"pred={pred_dir}", f"gt={gt_dir}", f"out={tmp_path / 'b.json'}", "threshold=150"]) == 0
+    assert "warning:" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "b.json").read_text())["mIoU"] == 100.0
+    assert main(["score", f"pred={pred_dir}", f"gt={gt_dir}", "threshold=high"]) == 2

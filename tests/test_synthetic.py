@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rrsis_bench.datasets import synthetic
-from rrsis_bench.datasets.rrsisd import RRSISDDataset, class_only_oracle, decode_segmentation
+from rrsis_bench.datasets.rrsisd import RRSISDDataset, decode_segmentation
 from rrsis_bench.datasets.synthetic import SyntheticDataset
+
+from rrsis_bench.results.oracle import class_only_oracle
 
 # pycocotools (2.0.x) trips numpy 2's `__array__(copy=...)` deprecation inside its own decode.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -100,6 +102,21 @@ def test_each_expression_names_one_target_per_image(small_root):
         refs_per_image[ref["image_id"]].append(ref["ann_id"])
     assert all(len(ann_ids) == 1 for ann_ids in targets.values())
     assert all(len(ann_ids) == len(set(ann_ids)) for ann_ids in refs_per_image.values())
+
+
+def test_class_phrases_cover_every_expression(small_root):
+    """Each class maps to the nouns its expressions use; every expression names its target's class."""
+    from rrsis_bench.data.pipeline import build_encoder
+    from rrsis_bench.nn.text import build_tokenizer
+
+    dataset = SyntheticDataset(small_root, "train", num_images=SMALL)
+    assert dataset.class_phrases["vehicle"] == ("vehicle", "car")
+    assert dataset.class_phrases["storage tank"] == ("storage tank", "tank", "oil tank")
+    assert set(dataset.class_phrases) == set(dataset.categories.values())  # keyed by the class names
+    encode = build_encoder(build_tokenizer("minilm"), {"max_tokens": 20, "object_mask": "official"}, dataset)
+    for index in range(len(dataset)):
+        meta = dataset.metadata(index)
+        assert encode(meta["text"]).object_phrases, meta["text"]
 
 
 def test_class_only_oracle_is_imperfect(small_root):

@@ -174,13 +174,52 @@ def test_no_position_phrase_falls_back_to_full_mask(rrsisd):
 
 def test_no_class_word_object_fallback(tokenizer):
     full = ExpressionEncoder(tokenizer, 22, RRSISD_CLASSES)("the large building on the left")
-    zeros = ExpressionEncoder(tokenizer, 22, RRSISD_CLASSES, object_fallback="zeros")("the large building on the left")
+    zeros = ExpressionEncoder(tokenizer, 22, RRSISD_CLASSES, object_mask="official")("the large building on the left")
     assert full.object_phrase is None and zeros.object_phrase is None
     assert full.object_mask == full.attention_mask
     assert zeros.object_mask == (0,) * 22
     assert full.position_phrases == zeros.position_phrases == ("on the left",)
-    with pytest.raises(ValueError, match="object_fallback"):
-        ExpressionEncoder(tokenizer, 22, RRSISD_CLASSES, object_fallback="none")
+    with pytest.raises(ValueError, match="data.object_mask=clean"):
+        ExpressionEncoder(tokenizer, 22, RRSISD_CLASSES, object_mask="zeros")
+
+
+@pytest.fixture(scope="module")
+def official(tokenizer):
+    return ExpressionEncoder(tokenizer, 20, REFSEGRS_CLASSES, object_mask="official")
+
+
+@pytest.mark.parametrize(
+    "text, clean, marked",
+    [
+        # every class named is marked (OR), each at its first occurrence
+        ("the vehicle next to the building", ("vehicle",), ("vehicle", "building")),
+        ("next to the building is a vehicle", ("vehicle",), ("building", "vehicle")),
+        ("the car behind the car near the tree", ("car",), ("car", "tree")),
+        # a class at its first occurrence inside a longer one adds nothing (the official loader, too,
+        # marks "road" where "road marking" starts); its substring bugs are not reproduced
+        ("road marking on the road", ("road marking",), ("road marking",)),
+        ("the road next to the road marking", ("road",), ("road", "road marking")),
+        ("the road marking", ("road marking",), ("road marking",)),
+        ("the bus on the street near the business", ("bus",), ("bus",)),
+        ("low vegetation", ("low vegetation",), ("low vegetation",)),
+    ],
+)
+def test_official_rule_marks_every_class_named(tokenizer, refsegrs, official, text, clean, marked):
+    clean_enc, official_enc = refsegrs(text), official(text)
+    assert clean_enc.object_phrases == clean
+    assert official_enc.object_phrases == marked
+    assert masked_text(tokenizer, official_enc, official_enc.object_mask) == " ".join(marked)
+    # Only the object mask differs between the rules.
+    assert official_enc.input_ids == clean_enc.input_ids and official_enc.position_mask == clean_enc.position_mask
+
+
+def test_official_rule_all_zero_without_a_class_and_truncated_classes_drop(tokenizer, official):
+    enc = official("a scar in the street of the business advantage")
+    assert enc.object_phrases == () and enc.object_mask == (0,) * 20
+    short = ExpressionEncoder(tokenizer, 6, REFSEGRS_CLASSES, object_mask="official")
+    enc = short("the car near a long long way to the tree")  # the tree is cut off
+    assert enc.truncated and enc.object_phrases == ("car",)
+    assert masked_text(tokenizer, enc, enc.object_mask) == "car"
 
 
 def test_overlong_expression_keeps_sep(tokenizer):

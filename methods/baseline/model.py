@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 
@@ -34,13 +36,13 @@ class LanguageFPNBaseline(RRSISMethod):
         backbone: str = "efficientnet_lite0",
         pretrained: bool = True,
         backbone_weights: str | None = None,
-        frozen_stages: int = 1,
+        frozen_stages: int = 2,
         text_encoder: str = MINILM,
         text_pretrained: bool = True,
         text_trainable_layers: int | None = 0,
-        text_config: dict | None = None,
-        fusion_dim: int = 96,
-        decoder_dim: int = 64,
+        text_config: Mapping | None = None,
+        fusion_dim: int = 64,
+        decoder_dim: int = 32,
         use_coordinates: bool = True,
         context_layers: int = 1,
         fine_level: bool = True,
@@ -111,18 +113,18 @@ class LanguageFPNBaseline(RRSISMethod):
         )
 
 
-def create_baseline(**kwargs) -> LanguageFPNBaseline:
+# Factories: their keyword defaults are the configuration (conf/method/<name>.yaml repeats them);
+# any other keyword goes to LanguageFPNBaseline.
+def create_baseline(**options) -> LanguageFPNBaseline:
     """Baseline: EfficientNet-Lite0 + MiniLM, pixel-word fusion per scale, FPN decoder, BCE+Dice."""
-    return LanguageFPNBaseline(**kwargs)
-
-
-
-
-def create_test_baseline(**kwargs) -> LanguageFPNBaseline:
-    """Tiny random-init baseline for tests and smoke runs (timm test_efficientnet, 2-layer text)."""
-    options = dict(
-        backbone="test_efficientnet", pretrained=False, frozen_stages=0, text_pretrained=False,
-        text_trainable_layers=None, text_config=TINY_TEXT_CONFIG, fusion_dim=16, decoder_dim=16,
-    )
-    options.update(kwargs)
     return LanguageFPNBaseline(**options)
+
+
+def create_test_baseline(*, backbone: str = "test_efficientnet", pretrained: bool = False, frozen_stages: int = 0,
+                         text_pretrained: bool = False, text_trainable_layers: int | None = None,
+                         text_config: Mapping | None = TINY_TEXT_CONFIG, fusion_dim: int = 16, decoder_dim: int = 16,
+                         **options) -> LanguageFPNBaseline:
+    """Tiny random-init baseline for tests and smoke runs (timm test_efficientnet, 2-layer text)."""
+    return LanguageFPNBaseline(backbone=backbone, pretrained=pretrained, frozen_stages=frozen_stages,
+                               text_pretrained=text_pretrained, text_trainable_layers=text_trainable_layers,
+                               text_config=text_config, fusion_dim=fusion_dim, decoder_dim=decoder_dim, **options)

@@ -10,7 +10,9 @@ text encoder, with the full mask (context), the ground-object mask and the spati
 - :class:`FineGrainedAlignment` (FIAM) - after every stage: context pixel-word attention (PWAM)
   with a tanh gate + OPAB, scaled per channel, added to the visual stream. As in the official
   model the stage's skip feature is the PWAM output, so the fused stream of the last stage is
-  computed and discarded there; ``faithful=false`` skips that dead compute (same outputs).
+  computed and discarded there; ``faithful=false`` skips that dead compute (same outputs). Its
+  modules never get a gradient and are built frozen, like the projection the official OPAB
+  declares and never calls (``unused_layers``).
 - :class:`ScaleAwareGate` and :class:`TextAwareMultiscaleEnhancement` (TMEM) - all stages pooled
   to the coarsest grid, concatenated, reduced 4x, ``num_tmem`` blocks of text cross-attention +
   MLP, expanded, split and injected back into every scale with a TopFormer-style gate.
@@ -24,17 +26,24 @@ the position branch off OPAB is the gated object attention alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rrsis_bench.nn.interleaved import TINY_SWIN, InterleavedFusionModel
 from rrsis_bench.nn.lavt import LanguageAttention, LanguageGate, PixelWordAttention, coordinate_tokens
-from rrsis_bench.nn.text import TINY_TEXT_CONFIG
+from rrsis_bench.nn.official_lavt import Rule
+from rrsis_bench.nn.text import MINILM, TINY_TEXT_CONFIG
+
+from .official import fianet_rules
 
 FIANET_PAPER = ("Lei et al., Exploring Fine-Grained Image-Text Alignment for Referring Remote Sensing Image "
                 "Segmentation, IEEE TGRS 63 (2025), doi:10.1109/TGRS.2024.3522293")
 FIANET_CODE = "https://github.com/Shaosifan/FIANet"
+EMPTY: Mapping = MappingProxyType({})  # backbone_kwargs of fianet_lite: timm's own settings
 
 
 class ChannelGate(nn.Module):
@@ -66,8 +75,8 @@ class ObjectPositionAlignment(nn.Module):
                                                         query_extra=query_extra, faithful=faithful)
             self.spatial = nn.Conv2d(2, 1, 3, padding=1, bias=False)
         if unused_layers:
-            # The official block declares this projection and never calls it; kept (no gradient) only so
-            # the faithful parameter count and checkpoint layout match.
+            # The official block declares this projection and never calls it; kept (frozen: it can get no
+            # gradient) only so the faithful parameter count and checkpoint layout match.
             self.unused_embedding = nn.Linear(dim, dim, bias=False)
 
     def spatial_map(self, tokens: torch.Tensor, size: tuple[int, int], words, word_mask, coords=None) -> torch.Tensor:
@@ -186,6 +195,8 @@ class TextAwareMultiscaleEnhancement(nn.Module):
 class FIANet(InterleavedFusionModel):
     """FIANet on any staged timm backbone (see the module docstring)."""
 
+    paper, code_url = FIANET_PAPER, FIANET_CODE
+
     def __init__(
         self,
         *,
@@ -200,7 +211,7 @@ class FIANet(InterleavedFusionModel):
         **options,
     ) -> None:
         """``options``: the shared settings of :class:`InterleavedFusionModel` (faithful by default)."""
-        super().__init__(paper=FIANET_PAPER, code_url=FIANET_CODE, **options)
+        super().__init__(**options)
         faithful = self.faithful
         channels, text_dim = self.backbone.channels, self.text.dim
         self.fusions = nn.ModuleList(
@@ -232,27 +243,47 @@ class FIANet(InterleavedFusionModel):
             return maps
         return self.tmem(maps, text["context"], text["context_mask"])
 
+    def stream_modules(self, index: int) -> list[nn.Module]:
+        fusion = self.fusions[index]
+        return [fusion.channel_gate, fusion.context_gate, fusion.object_position]
 
-def create_fianet(**kwargs) -> FIANet:
+    def never_called_modules(self) -> list[nn.Module]:
+        blocks = [fusion.object_position for fusion in self.fusions]
+        return [block.unused_embedding for block in blocks if hasattr(block, "unused_embedding")]
+
+    def official_layout(self) -> list[Rule]:
+        """The official FIANet checkpoint layout (see :mod:`rrsis_bench.methods.fianet.official`)."""
+        return fianet_rules()
+
+
+# Factories: their keyword defaults are the configuration (conf/method/<name>.yaml repeats them);
+# any other keyword goes to FIANet.
+def create_fianet(**options) -> FIANet:
     """Faithful FIANet: Swin-B (window 12, ImageNet-22K 384 weights) + BERT-base, 480x480, num_tmem 3."""
-    return FIANet(**kwargs)
+    return FIANet(**options)
 
 
-def create_fianet_lite(**kwargs) -> FIANet:
+def create_fianet_lite(*, backbone: str = "efficientnet_lite0", pretrained: bool = True,
+                       backbone_kwargs: Mapping | None = EMPTY, out_indices: Sequence[int] | None = (0, 1, 2, 3),
+                       frozen_stages: int = 2, text_encoder: str = MINILM, text_trainable_layers: int | None = 0,
+                       num_tmem: int = 1, unused_layers: bool = False, coordinates: bool = True,
+                       decoder_hidden: int = 32, loss: str = "bce_dice", head_lr_scale: float = 1.0,
+                       **options) -> FIANet:
     """CPU-size FIANet: EfficientNet-Lite0 (bundled ImageNet weights) + MiniLM (bundled), same modules."""
-    options = dict(backbone="efficientnet_lite0", pretrained=True, backbone_kwargs={}, out_indices=[0, 1, 2, 3],
-                   frozen_stages=2, text_encoder="minilm", text_trainable_layers=0, num_tmem=1, unused_layers=False,
-                   coordinates=True, decoder_hidden=32, loss="bce_dice")
-    options.update(kwargs)
-    return FIANet(**options)
+    return FIANet(backbone=backbone, pretrained=pretrained, backbone_kwargs=backbone_kwargs,
+                  out_indices=list(out_indices) if out_indices is not None else None, frozen_stages=frozen_stages,
+                  text_encoder=text_encoder, text_trainable_layers=text_trainable_layers, num_tmem=num_tmem,
+                  unused_layers=unused_layers, coordinates=coordinates, decoder_hidden=decoder_hidden, loss=loss,
+                  head_lr_scale=head_lr_scale, **options)
 
 
-
-
-def create_test_fianet(**kwargs) -> FIANet:
+def create_test_fianet(*, backbone: str = "swin_tiny_patch4_window7_224", pretrained: bool = False,
+                       backbone_kwargs: Mapping | None = TINY_SWIN, text_encoder: str = MINILM,
+                       text_pretrained: bool = False, text_config: Mapping | None = TINY_TEXT_CONFIG,
+                       text_trainable_layers: int | None = None, num_tmem: int = 1, decoder_hidden: int = 16,
+                       **options) -> FIANet:
     """Tiny FIANet: 4-stage Swin of width 16, a 2-layer 32-d text encoder, decoder width 16."""
-    options = dict(backbone="swin_tiny_patch4_window7_224", pretrained=False, backbone_kwargs=TINY_SWIN,
-                   text_encoder="minilm", text_pretrained=False, text_config=TINY_TEXT_CONFIG,
-                   text_trainable_layers=None, num_tmem=1, decoder_hidden=16)
-    options.update(kwargs)
-    return FIANet(**options)
+    return FIANet(backbone=backbone, pretrained=pretrained, backbone_kwargs=backbone_kwargs, text_encoder=text_encoder,
+                  text_pretrained=text_pretrained, text_config=text_config,
+                  text_trainable_layers=text_trainable_layers, num_tmem=num_tmem, decoder_hidden=decoder_hidden,
+                  **options)

@@ -1,19 +1,16 @@
 """FIANet in the official checkpoint layout: the LAVT-family table plus FIANet's own modules.
 
-PROVISIONAL. The official FIANet repository (github.com/Shaosifan/FIANet) does not publish its
-backbone file, so the names of the FIANet-only modules below could not be checked against it. They
-are read from two public derivatives of that code: the FIANet-Exp fork's ``lib/backbone.py`` (the
-per-stage ``MMBasicLayer`` with ``fc1``/``fc2``, ``context_pixel_attn``, ``context_tanh_gate`` and
-``object_position_align_blk``; it confirms ``go_embedding``) and DiCoR's
-``lib/text_aware_multiscale_enhancement.py`` (the ``TMEM`` module, imported under that name by the
-fork). Only the key names and shapes were taken from them. The shared parts (Swin, stage norms,
-decoder, ``text_encoder``) are those of LAVT and certain; the context PWAM and gate are also
-accepted under LAVT's spelling (``fusion``, ``res_gate``).
+The names are those of the official repository (github.com/Shaosifan/FIANet): its
+``lib/backbone.py`` (the per-stage ``MMBasicLayer`` with the channel modulation ``fc1``/``fc2``,
+``context_pixel_attn``, ``context_tanh_gate`` and ``object_position_align_blk``, whose
+``go_cross_attn``, ``go_tanh_gating``, never-called ``go_embedding``, ``sp_cross_attn`` and ``conv1``
+are listed below) and its ``lib/text_aware_multiscale_enhancement.py`` (the ``TMEM`` module under
+``backbone.tmem``). Every tensor of the official model maps to one of ours and back. The shared parts
+(Swin, stage norms, decoder, ``text_encoder``) are LAVT's; the context PWAM and gate are also accepted
+under LAVT's spelling (``fusion``, ``res_gate``) on import.
 
-With these names the parameter shapes agree with the official model's published count exactly
+With these names the parameter shapes agree with the official model's count exactly
 (``go_embedding`` without bias, the scale-aware gates' 1x1 convs with bias).
-
-If a real checkpoint disagrees, this table is the one place to change.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ OPAB = f"{LAYER}.object_position_align_blk"
 TMEM = "backbone.tmem"
 
 
-# ---- the FIANet-only table (ours <-> official, provisional; see the module docstring) -----------
+# ---- the FIANet-only table (ours <-> official; see the module docstring) ------------------------
 FIANET_ONLY_RULES: list[Rule] = [
     # FIAM channel modulation (SE-style): Linear C -> C/8 -> C
     Rule("fusions.{i}.channel_gate.mlp.0.{rest}", f"{LAYER}.fc1.{{rest}}"),

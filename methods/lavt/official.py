@@ -1,7 +1,8 @@
 """LAVT in the official LAVT-RIS checkpoint layout: the shared LAVT-family table, nothing LAVT-only.
 
 ``to_official(model)`` / ``from_official(model, state)`` / ``load_official_checkpoint(model, path)``
-(re-exported from :mod:`rrsis_bench.nn.official_lavt`) pick this table for a :class:`LAVT`.
+(re-exported from :mod:`rrsis_bench.nn.official_lavt`) use this table for a :class:`LAVT`, whose
+``official_layout()`` returns it.
 """
 
 from __future__ import annotations

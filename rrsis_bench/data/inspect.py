@@ -1,8 +1,10 @@
 """`rrsis-bench data verify|stats`: check a dataset on disk and describe it.
 
 ``verify`` reads every sample of every split (image and mask), lists all problems at once instead
-of stopping at the first, compares split sizes with the published ones and writes one manifest per
-split (sorted sample ids + sha256, see :mod:`rrsis_bench.data.manifest`) that run records cite.
+of stopping at the first (each missing file and each image/annotation size mismatch by name),
+compares split sizes with the published ones and writes one manifest per split: sorted sample ids,
+the metadata ``sha256`` that run records cite and the ``content_sha256`` that also covers the image
+bytes and masks (see :mod:`rrsis_bench.data.manifest`).
 ``stats`` counts samples per split and category, buckets objects by their share of the image area,
 summarizes expression lengths, and saves a PNG figure.
 """
@@ -18,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from rrsis_bench.data.manifest import sample_metadata, split_manifest
+from rrsis_bench.data.manifest import (
+    CONTENT_SHA256_COVERS,
+    SHA256_COVERS,
+    sample_content_sha256,
+    sample_metadata,
+    split_manifest,
+)
 from rrsis_bench.io import atomic_write, atomic_write_json
 from rrsis_bench.registry import DATASETS, create_dataset
 
@@ -72,6 +80,9 @@ def verify_split(name: str, root: str | None, split: str, options: dict | None =
     report.num_skipped = int(getattr(dataset, "num_skipped", 0))
     if report.num_skipped:
         report.problems.append(f"{report.num_skipped} sample(s) skipped because their files are missing")
+    report.problems.extend(f"missing file: {path}" for path in getattr(dataset, "missing_files", ()))
+    content: dict[str, str] = {}
+    file_digests: dict[str, str] = {}  # an image shared by several samples is hashed once
     for index in range(len(dataset)):
         try:
             sample = dataset[index]
@@ -80,12 +91,16 @@ def verify_split(name: str, root: str | None, split: str, options: dict | None =
                 report.problems.append(f"{sample['sample_id']}: mask {mask.shape} differs from image size")
             if not str(sample["text"]).strip():
                 report.problems.append(f"{sample['sample_id']}: empty expression")
+            content[str(sample["sample_id"])] = sample_content_sha256(dataset, index, sample, file_digests)
         except Exception as exc:
             report.problems.append(f"sample {index}: {type(exc).__name__}: {exc}")
+    # Readers that resize masks to mismatched images list them (RRSIS-D: image vs annotation size).
+    report.problems.extend(f"size mismatch: {line}" for line in getattr(dataset, "size_mismatches", ()))
     if report.size_matches is False:
         report.problems.append(f"{report.num_samples} samples, but the published split has {report.published}")
     try:
-        report.manifest = split_manifest(dataset)
+        # The content hash needs every sample; a split with unreadable samples gets the metadata hash only.
+        report.manifest = split_manifest(dataset, content if len(content) == len(dataset) else None)
     except ValueError as exc:
         report.problems.append(str(exc))
     return report
@@ -96,7 +111,11 @@ def write_manifests(name: str, reports: Sequence[SplitReport], out_dir: str | Pa
     for report in reports:
         if report.manifest is not None:
             path = Path(out_dir) / f"{name}-{report.split}.manifest.json"
-            written.append(atomic_write_json(path, {"dataset": name, "split": report.split, **report.manifest}))
+            covers = {"sha256_covers": SHA256_COVERS}
+            if "content_sha256" in report.manifest:
+                covers["content_sha256_covers"] = CONTENT_SHA256_COVERS
+            written.append(atomic_write_json(path, {"dataset": name, "split": report.split, **report.manifest,
+                                                    **covers}))
     return written
 
 

@@ -4,14 +4,16 @@ Train and eval share one transform: resize the image to ``image_size``² (biline
 kept, as the RRSIS recipes do), normalize with the method's mean/std, resize the target mask with
 nearest neighbour, and encode the expression with :class:`~rrsis_bench.data.text.ExpressionEncoder`
 (token ids and attention mask to ``max_tokens``, plus the ground-object and spatial-position token
-masks that FIANet-style methods use). Eval batches also carry the ground
+masks that FIANet-style methods use). :func:`build_encoder` is the one place that builds that encoder
+from a data config: training, evaluation and ``rrsis-bench data text`` all go through it, so what a
+user inspects is what the model is fed. Eval batches also carry the ground
 truth at the scoring resolution (``eval_size``² nearest-resized, or the native size when
 ``eval_size`` is None) so predictions are scored exactly as the protocol says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,11 @@ class SampleTransform:
         image = sample["image"].convert("RGB").resize(size, Image.BILINEAR)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
         mask = np.asarray(sample["mask"], dtype=bool)
+        if not str(sample["text"]).strip():  # the encoder's own error could not say which sample
+            raise ValueError(
+                f"Sample {sample['sample_id']!r} (image {sample.get('image_id')!r}) has an empty referring "
+                "expression; fix its sentence in the dataset's annotation file or leave the sample out."
+            )
         text = self.encode(sample["text"])
         out = {
             "image": (pixels - self.mean) / self.std,
@@ -105,10 +112,37 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def class_words(samples: Sequence[dict]) -> list[str]:
-    """The class words the expression encoder looks for: the dataset's own ``class_words`` (names
-    and synonyms) when it has them, else the distinct class names of its samples."""
-    declared = getattr(samples, "class_words", None)
+def class_phrases(samples: Sequence[dict]) -> list[str]:
+    """The phrases the expression encoder looks for as the ground object.
+
+    A dataset declares the words its expressions use for each class as ``class_phrases``, a mapping
+    identifier → phrase(s) (RRSIS-D: ``{"storagetank": ("storage tank",), ...}``): those are used,
+    since identifiers such as ``storagetank`` never occur in an expression. A dataset without
+    ``class_phrases`` falls back to the distinct class names of the given samples.
+    """
+    declared = getattr(samples, "class_phrases", None)
     if declared:
-        return sorted(set(declared))
+        phrases = {phrase for value in declared.values() for phrase in ([value] if isinstance(value, str) else value)}
+        return sorted(phrases)
     return sorted({str(sample_metadata(samples, i).get("class_name") or "") for i in range(len(samples))} - {""})
+
+
+def object_mask_rule(data_cfg: Mapping[str, Any]) -> str:
+    """``data.object_mask`` (clean | official). A config written before that key existed has
+    ``object_fallback: full``, which is the clean rule; its ``zeros`` setting has no exact equivalent."""
+    if "object_mask" in data_cfg:
+        return str(data_cfg["object_mask"])
+    legacy = data_cfg.get("object_fallback", "full")
+    if legacy != "full":
+        raise ValueError(
+            f"data.object_fallback={legacy} is no longer supported; set data.object_mask=official (every class "
+            "mentioned is marked, all-zero when none is) or data.object_mask=clean (one phrase, full mask when none)."
+        )
+    return "clean"
+
+
+def build_encoder(tokenizer, data_cfg: Mapping[str, Any], samples: Sequence[dict]) -> ExpressionEncoder:
+    """The expression encoder for a data config (``max_tokens``, ``object_mask``) and the class phrases
+    of ``samples`` (see :func:`class_phrases`). ``tokenizer`` is a Hugging Face tokenizer."""
+    return ExpressionEncoder(tokenizer, int(data_cfg["max_tokens"]), class_phrases(samples),
+                             object_mask=object_mask_rule(data_cfg))

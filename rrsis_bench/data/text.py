@@ -1,7 +1,7 @@
 """Tokenization with word offsets, and decoupling of a referring expression.
 
 FIANet-style methods see an expression three ways: the whole sentence (context text), the
-**ground-object** phrase (the dataset's class word the sentence names) and the **spatial-position**
+**ground-object** phrase (the class phrase the sentence names) and the **spatial-position**
 phrases ("on the left", "next to the storage tank"). Each is given to the model as a 0/1 mask over
 the sentence's WordPieces. This module builds those masks for any Hugging Face tokenizer,
 deterministically and without NLTK.
@@ -12,14 +12,28 @@ Words
     Matching is lower-cased; a possessive "'s" is ignored when matching ("car's" names a car).
 
 Ground object
-    The dataset's class words ("storage tank", "road marking", ...) are matched on whole words;
-    the last word may carry a plural ("tanks", "buses", "factories"). So "tree" never matches
-    "street", "bus" never "business", "car" never "scar". At each word the longest class wins
-    ("road marking" over "road"), and overlapping matches are resolved left to right. Among the
-    matches, those outside every position phrase are preferred (in "next to the storage tank is a
-    vehicle" the target is the vehicle); then ``object_priority="first"`` (default) takes the first
-    one (the head of a referring expression usually comes first: "the vehicle next to the storage
-    tank") and ``"longest"`` the one with the most words, ties to the first.
+    The class phrases are the words expressions really use for each class ("storage tank",
+    "road marking", ...: a dataset's ``class_phrases``, not its identifiers such as RRSIS-D's
+    ``storagetank``). They are matched on whole words; the last word may carry a plural ("tanks",
+    "buses", "factories"). So "tree" never matches "street", "bus" never "business", "car" never
+    "scar". Two rules say what the object mask marks (``object_mask``):
+
+    ``"clean"`` (default)
+        ONE phrase, the referred object. At each word the longest class wins ("road marking" over
+        "road"), and overlapping matches are resolved left to right. Among the matches, those
+        outside every position phrase are preferred (in "next to the storage tank is a vehicle"
+        the target is the vehicle); then ``object_priority="first"`` (default) takes the first one
+        (the head of a referring expression usually comes first: "the vehicle next to the storage
+        tank") and ``"longest"`` the one with the most words, ties to the first. No class phrase:
+        the full attention mask (the object branch then sees the whole sentence).
+    ``"official"``
+        The semantics of the official FIANet loaders: EVERY class mentioned is marked (OR over the
+        classes; each class phrase at its first occurrence; a phrase inside a longer marked one,
+        such as "road" in "road marking", adds nothing), and an expression with no class phrase
+        gets an all-zero mask, with which the ground-object branch (and so FIANet's whole OPAB
+        output) is exactly 0 for that sample. The matching itself stays ours (whole words, character
+        offsets): the official substring regexes ("tree" in "street", "bus" in "business") and its
+        word-count shift are bugs, not semantics, and are not reproduced.
 
 Spatial position (a rule-based chunker; the vocabulary is :data:`DEFAULT_SPATIAL_LEXICON`)
     ::
@@ -56,9 +70,7 @@ Masks
 
 Fallbacks
     No position phrase: the position mask is the full attention mask, as in the official code.
-    No class word: ``object_fallback="full"`` (default) uses the full attention mask;
-    ``"zeros"`` keeps the official all-zero mask, with which the ground-object branch (and so
-    FIANet's whole OPAB output) is exactly 0 for that sample.
+    No class phrase: see the two object-mask rules above (full mask, or official all-zero).
 """
 
 from __future__ import annotations
@@ -75,6 +87,7 @@ __all__ = [
     "EncodedText",
     "ExpressionEncoder",
     "ExpressionParser",
+    "OBJECT_MASK_RULES",
     "SpatialLexicon",
     "words_with_offsets",
 ]
@@ -85,6 +98,9 @@ _PIECE_RE = re.compile(r"[^\W_]+|\S")
 _POSSESSIVE = ("'s", "’s")
 
 _EMPTY_TEXT = "A referring expression is empty or whitespace-only; every sample needs text."
+#: What the ground-object mask marks (see the module docstring): one phrase with a full-mask
+#: fallback, or the official OR over every class mentioned with an all-zero fallback.
+OBJECT_MASK_RULES = ("clean", "official")
 
 
 def words_with_offsets(text: str) -> list[tuple[str, int, int]]:
@@ -152,10 +168,12 @@ DEFAULT_SPATIAL_LEXICON = SpatialLexicon(
 
 @dataclass(frozen=True)
 class Decoupling:
-    """Character spans ``(start, end)`` of the ground-object phrase and of the position phrases."""
+    """Character spans ``(start, end)``: the ground-object phrase (the clean rule's pick), the
+    position phrases, and every class phrase mentioned (the official rule's marks, in text order)."""
 
     object_span: tuple[int, int] | None
     position_spans: tuple[tuple[int, int], ...]
+    class_spans: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,9 +187,14 @@ class EncodedText:
     attention_mask: tuple[int, ...]
     object_mask: tuple[int, ...]
     position_mask: tuple[int, ...]
-    object_phrase: str | None
+    object_phrases: tuple[str, ...]  # the phrases under the object mask, in text order
     position_phrases: tuple[str, ...]
     truncated: bool
+
+    @property
+    def object_phrase(self) -> str | None:
+        """The first ground-object phrase (the only one under the clean rule), or None."""
+        return self.object_phrases[0] if self.object_phrases else None
 
 
 def _match_key(word: str) -> str:
@@ -203,7 +226,7 @@ class ExpressionParser:
 
     def __init__(
         self,
-        class_words: Sequence[str],
+        class_phrases: Sequence[str],
         *,
         spatial_lexicon: SpatialLexicon = DEFAULT_SPATIAL_LEXICON,
         object_priority: Literal["first", "longest"] = "first",
@@ -212,12 +235,12 @@ class ExpressionParser:
             raise ValueError(f"object_priority must be 'first' or 'longest' (got {object_priority!r}).")
         self.lexicon = spatial_lexicon
         self.object_priority = object_priority
-        # class words → word tuples; "Expressway-Service-area" and "storage_tank" read as spaced words
+        # class phrases → word tuples; "Expressway-Service-area" and "storage_tank" read as spaced words
         self._classes: dict[str, list[tuple[str, ...]]] = {}
-        for name in class_words:
+        for name in class_phrases:
             words = tuple(w.lower() for w, _, _ in words_with_offsets(re.sub(r"[-_]", " ", name)))
             if not words or not all(w[0].isalnum() for w in words):
-                raise ValueError(f"Class word {name!r} has no usable word; give plain class names like 'storage tank'.")
+                raise ValueError(f"Class phrase {name!r} has no usable word; give plain phrases like 'storage tank'.")
             self._classes.setdefault(words[0], []).append(words)
         for entries in self._classes.values():
             entries.sort(key=len, reverse=True)
@@ -236,23 +259,26 @@ class ExpressionParser:
         return index
 
     # --- matching helpers over the lower-cased word keys -------------------------------------
-    def _class_end(self, keys: list[str], i: int) -> int | None:
-        """End index of the longest class phrase starting at word ``i`` (plural allowed on its last word)."""
+    def _class_matches(self, keys: list[str], i: int) -> list[tuple[tuple[str, ...], int]]:
+        """(class phrase, end index) of every class phrase starting at word ``i``, longest first
+        (plural allowed on the phrase's last word)."""
+        matches = []
         for words in self._classes.get(keys[i], ()):  # longest first
             n = len(words)
             if i + n <= len(keys) and keys[i : i + n - 1] == list(words[:-1]) and keys[i + n - 1] in _plural_forms(words[-1]):
-                return i + n
-        return self._plural_single_end(keys, i)
+                matches.append((words, i + n))
+        if not matches:  # a plural one-word phrase: "tanks" is not a key of the index, "tank" is
+            key = keys[i]
+            for stem in (key[:-1], key[:-2], key[:-3] + "y" if key.endswith("ies") else None):
+                for words in self._classes.get(stem, ()) if stem else ():
+                    if len(words) == 1 and key in _plural_forms(words[0]):
+                        matches.append((words, i + 1))
+        return matches
 
-    def _plural_single_end(self, keys: list[str], i: int) -> int | None:
-        key = keys[i]
-        for stem in (key[:-1], key[:-2], key[:-3] + "y" if key.endswith("ies") else None):
-            if not stem:
-                continue
-            for words in self._classes.get(stem, ()):
-                if len(words) == 1 and key in _plural_forms(words[0]):
-                    return i + 1
-        return None
+    def _class_end(self, keys: list[str], i: int) -> int | None:
+        """End index of the longest class phrase starting at word ``i``."""
+        matches = self._class_matches(keys, i)
+        return matches[0][1] if matches else None
 
     @staticmethod
     def _prep_end(index: dict[str, list[tuple[str, ...]]], keys: list[str], i: int) -> int | None:
@@ -353,41 +379,59 @@ class ExpressionParser:
             return max(pool, key=lambda m: m[1] - m[0])  # max keeps the first of equals
         return pool[0]
 
+    def _mentioned_ranges(self, keys: list[str]) -> list[tuple[int, int]]:
+        """Word ranges of every class phrase at its first occurrence, in text order; a range inside
+        another one ("road" in "road marking", "tank" in "storage tank") is dropped."""
+        first: dict[tuple[str, ...], tuple[int, int]] = {}
+        for i, key in enumerate(keys):
+            if key[0].isalnum():
+                for words, end in self._class_matches(keys, i):
+                    first.setdefault(words, (i, end))
+        ranges = sorted(set(first.values()))
+        return [r for r in ranges if not any(o != r and o[0] <= r[0] and r[1] <= o[1] for o in ranges)]
+
     def parse(self, text: str) -> Decoupling:
         """Character spans of the object phrase and the position phrases of ``text``."""
         words = words_with_offsets(text)
         keys = [_match_key(w) for w, _, _ in words]
         positions = self._position_ranges(keys)
         obj = self._object_range(keys, positions)
-        object_span = None
-        if obj is not None:
-            last_word, _, last_end = words[obj[1] - 1]
-            object_span = (words[obj[0]][1], _core_end(last_word, last_end))
+
+        def char_span(word_range: tuple[int, int]) -> tuple[int, int]:
+            last_word, _, last_end = words[word_range[1] - 1]
+            return words[word_range[0]][1], _core_end(last_word, last_end)
+
         return Decoupling(
-            object_span=object_span,
+            object_span=None if obj is None else char_span(obj),
             position_spans=tuple((words[a][1], words[b - 1][2]) for a, b in positions),
+            class_spans=tuple(char_span(r) for r in self._mentioned_ranges(keys)),
         )
 
 
 class ExpressionEncoder:
     """Tokenize an expression to ``max_tokens`` and build its object and position token masks.
 
-    ``max_tokens`` counts the special tokens ([CLS] and [SEP]). Results are memoized per text.
-    See the module docstring for the rules, the slow-tokenizer fallback and the two fallbacks.
+    ``max_tokens`` counts the special tokens ([CLS] and [SEP]). ``class_phrases`` are the words
+    expressions use for the classes; ``object_mask`` is the rule for the ground-object mask
+    (``"clean"`` or ``"official"``). Results are memoized per text. See the module docstring for
+    the rules, the slow-tokenizer fallback and the fallbacks.
     """
 
     def __init__(
         self,
         tokenizer,
         max_tokens: int,
-        class_words: Sequence[str],
+        class_phrases: Sequence[str],
         *,
         spatial_lexicon: SpatialLexicon = DEFAULT_SPATIAL_LEXICON,
-        object_fallback: Literal["full", "zeros"] = "full",
+        object_mask: Literal["clean", "official"] = "clean",
         object_priority: Literal["first", "longest"] = "first",
     ) -> None:
-        if object_fallback not in ("full", "zeros"):
-            raise ValueError(f"object_fallback must be 'full' or 'zeros' (got {object_fallback!r}).")
+        if object_mask not in OBJECT_MASK_RULES:
+            raise ValueError(
+                f"object_mask must be one of {', '.join(map(repr, OBJECT_MASK_RULES))} (got {object_mask!r}): "
+                "set data.object_mask=clean or data.object_mask=official."
+            )
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad token; set tokenizer.pad_token before building the encoder.")
         n_special = tokenizer.num_special_tokens_to_add()
@@ -395,8 +439,8 @@ class ExpressionEncoder:
             raise ValueError(f"max_tokens must be at least {n_special + 1} (got {max_tokens}): it counts the special tokens.")
         self.tokenizer = tokenizer
         self.max_tokens = int(max_tokens)
-        self.object_fallback = object_fallback
-        self.parser = ExpressionParser(class_words, spatial_lexicon=spatial_lexicon, object_priority=object_priority)
+        self.object_mask_rule = object_mask
+        self.parser = ExpressionParser(class_phrases, spatial_lexicon=spatial_lexicon, object_priority=object_priority)
         self.is_fast = bool(getattr(tokenizer, "is_fast", False))
         self._cache: dict[str, EncodedText] = {}
 
@@ -446,13 +490,20 @@ class ExpressionEncoder:
             return tuple([0] * len(lead) + content_mask + [0] * (len(trail) + pad))
 
         spans = self.parser.parse(text)
-        object_phrase, object_mask = None, None
-        if spans.object_span is not None:
-            marks = token_mask(spans.object_span)
+        if self.object_mask_rule == "official":
+            object_spans = spans.class_spans
+        else:
+            object_spans = () if spans.object_span is None else (spans.object_span,)
+        object_phrases, marked = [], [0] * len(content)
+        for span in object_spans:
+            marks = token_mask(span)
             if any(marks):  # a phrase truncated away is not reported
-                object_phrase, object_mask = text[slice(*spans.object_span)], full_length(marks)
-        if object_mask is None:
-            object_mask = attention if self.object_fallback == "full" else (0,) * self.max_tokens
+                object_phrases.append(text[slice(*span)])
+                marked = [m | n for m, n in zip(marked, marks, strict=True)]
+        if object_phrases:
+            object_mask = full_length(marked)
+        else:
+            object_mask = attention if self.object_mask_rule == "clean" else (0,) * self.max_tokens
 
         phrases, position = [], [0] * len(content)
         for span in spans.position_spans:
@@ -467,7 +518,7 @@ class ExpressionEncoder:
             attention_mask=attention,
             object_mask=object_mask,
             position_mask=position_mask,
-            object_phrase=object_phrase,
+            object_phrases=tuple(object_phrases),
             position_phrases=tuple(phrases),
             truncated=truncated,
         )

@@ -9,12 +9,31 @@ import torch
 import torch.distributed as dist
 
 
+def local_rank() -> int:
+    """This process's index on its node: torchrun's ``LOCAL_RANK``, else SLURM's ``SLURM_LOCALID``
+    (``srun``), else 0. The one place that decides it (the device and the process group agree)."""
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        if os.environ.get(name, "") != "":
+            return int(os.environ[name])
+    return 0
+
+
+def cuda_device_index(visible: int | None = None) -> int:
+    """The CUDA device of this process among the ``visible`` ones (default: all of them).
+
+    The local rank modulo the visible devices: under ``srun --gpus-per-task=1`` every task sees only
+    its own GPU (index 0), while torchrun and plain ``srun`` show each process all of the node's GPUs.
+    """
+    visible = torch.cuda.device_count() if visible is None else visible
+    return local_rank() % max(1, visible)
+
+
 def world_info() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) from torchrun's or SLURM's environment; (0, 0, 1) otherwise."""
     if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"])
+        return int(os.environ["RANK"]), local_rank(), int(os.environ["WORLD_SIZE"])
     if "SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) > 1 and "MASTER_ADDR" in os.environ:
-        return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_LOCALID"]), int(os.environ["SLURM_NTASKS"])
+        return int(os.environ["SLURM_PROCID"]), local_rank(), int(os.environ["SLURM_NTASKS"])
     return 0, 0, 1
 
 
@@ -24,9 +43,17 @@ def init_distributed(device_kind: str) -> tuple[int, int, int]:
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device_kind == "cuda" else "gloo"
         if device_kind == "cuda":
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(cuda_device_index())
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return rank, local_rank, world
+
+
+def find_unused_parameters(model: torch.nn.Module, requested: bool = False) -> bool:
+    """Whether DDP must search the graph for unused parameters after every forward: when the run asks
+    for it (``trainer.find_unused_parameters``) or the method declares that some of its trainable
+    parameters may get no gradient in a step (``find_unused_parameters = True``, see
+    :mod:`rrsis_bench.method`). Otherwise DDP takes the fast path."""
+    return bool(requested or getattr(model, "find_unused_parameters", False))
 
 
 def is_distributed() -> bool:

@@ -16,6 +16,8 @@ import math
 import os
 import random
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from rrsis_bench.engine import checkpoint as ckpt
 from rrsis_bench.engine import distributed as D
 from rrsis_bench.engine.evaluator import autocast, build_eval_loader, evaluate, to_device
+from rrsis_bench.errors import UserError
+from rrsis_bench.io import reporting_disk_full
 from rrsis_bench.method import decay_groups
 
 LAST = "last"
@@ -69,14 +73,50 @@ class TrainerSettings:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> TrainerSettings:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(config) - known)
+        """Settings from the ``trainer`` config node (see :meth:`check`)."""
+        return cls(**cls.check(config))
+
+    @classmethod
+    def check(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` (all or some trainer keys) with its values checked against the field types (an
+        int is accepted as a float, and converted); a wrong key, type or range raises
+        :class:`TrainerSettingError` naming ``trainer.<key>``."""
+        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(config) - set(hints))
         if unknown:
-            raise ValueError(f"Unknown trainer setting(s) {unknown}; known: {sorted(known)}.")
-        settings = cls(**config)
-        if settings.accumulate < 1 or settings.epochs < 1 or settings.batch_size < 1:
-            raise ValueError("trainer.epochs, trainer.batch_size and trainer.accumulate must be at least 1.")
-        return settings
+            raise TrainerSettingError(
+                f"Unknown trainer setting(s) {', '.join(f'trainer.{k}' for k in unknown)}; known: {sorted(hints)}."
+            )
+        values = {key: _checked(key, value, hints[key]) for key, value in config.items()}
+        for key in ("epochs", "batch_size", "eval_batch_size", "accumulate", "log_every"):
+            if key in values and values[key] < 1:
+                raise TrainerSettingError(f"trainer.{key} must be at least 1, not {values[key]}.")
+        return values
+
+
+class TrainerSettingError(UserError, ValueError):
+    """A ``trainer.*`` value of the wrong type or out of range."""
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+
+
+def _checked(key: str, value: Any, hint: Any) -> Any:
+    """``value`` if it has the type ``hint`` names (an int is accepted as a float), else raise
+    :class:`TrainerSettingError` naming ``trainer.<key>``: a dataclass does not check types, and a
+    string such as ``epochs=abc`` would otherwise fail later, deep in the loop."""
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)  # bool is an int subclass
+    for kind in allowed:
+        if (kind is type(None) and value is None) or (kind is bool and isinstance(value, bool)) \
+                or (kind is str and isinstance(value, str)) or (kind is int and is_number and isinstance(value, int)):
+            return value
+        if kind is float and is_number:
+            return float(value)
+    default = TrainerSettings.__dataclass_fields__[key].default
+    example = "null" if default is None else str(default).lower() if isinstance(default, bool) else default
+    expected = " or ".join(_TYPE_WORDS.get(kind, getattr(kind, "__name__", str(kind))) for kind in allowed)
+    raise TrainerSettingError(f"trainer.{key} must be {expected}, not {value!r}; pass e.g. trainer.{key}={example}.")
 
 
 @dataclass
@@ -91,9 +131,10 @@ class FitResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: this process's GPU (:func:`rrsis_bench.engine.distributed.cuda_device_index`), else the CPU."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            return torch.device("cuda", D.cuda_device_index())
         return torch.device("cpu")
     return torch.device(name)
 
@@ -136,20 +177,23 @@ class StepLog:
         if keep_until_step is not None and path.is_file():  # resume: drop steps after the checkpoint
             with path.open(newline="") as f:
                 rows = [r for r in list(csv.reader(f))[1:] if int(r[1]) <= keep_until_step]
-        self.file = path.open("w", newline="")
-        self.writer = csv.writer(self.file)
-        self.writer.writerow(self.COLUMNS)
-        self.writer.writerows(rows)
-        self.file.flush()
+        with reporting_disk_full(path):
+            self.file = path.open("w", newline="")
+            self.writer = csv.writer(self.file)
+            self.writer.writerow(self.COLUMNS)
+            self.writer.writerows(rows)
+            self.file.flush()
 
     def write(self, epoch: int, step: int, lr: float, loss: float, terms: dict[str, float], sps: float,
               elapsed: float) -> None:
         detail = ";".join(f"{k}={v:.5f}" for k, v in terms.items())
-        self.writer.writerow([epoch, step, f"{lr:.6e}", f"{loss:.6f}", detail, f"{sps:.2f}", f"{elapsed:.2f}"])
-        self.file.flush()
+        with reporting_disk_full(self.path):
+            self.writer.writerow([epoch, step, f"{lr:.6e}", f"{loss:.6f}", detail, f"{sps:.2f}", f"{elapsed:.2f}"])
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        with reporting_disk_full(self.path):
+            self.file.close()
 
 
 class Trainer:
@@ -195,10 +239,14 @@ class Trainer:
         if D.is_distributed():
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.wrapped = DistributedDataParallel(
-                self.model, device_ids=ids, find_unused_parameters=settings.find_unused_parameters
+                self.model, device_ids=ids,
+                find_unused_parameters=D.find_unused_parameters(self.model, settings.find_unused_parameters),
             )
         self.optimizer = build_optimizer(self.model, settings)
         self.scheduler = poly_schedule(self.optimizer, self.total_steps, settings.poly_power)
+        # Set once fit() has restored any checkpoint and starts its loop: a failure after that point
+        # leaves a run folder worth keeping (and resuming); one before it does not.
+        self.training_started = False
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _save(self, name: str, *, state: dict | None, meta: dict) -> None:
@@ -219,14 +267,14 @@ class Trainer:
         folder = self.ckpt_dir / LAST
         if not (folder / ckpt.STATE_FILE).is_file():
             raise FileNotFoundError(
-                f"resume=true but there is no checkpoint at {folder}; point hydra.run.dir at the folder of "
-                "the interrupted run, or drop resume=true."
+                f"resume=true but there is no checkpoint at {folder}: the run stopped before its first epoch "
+                "ended, or hydra.run.dir is not the interrupted run's folder; point it there, or drop resume=true."
             )
         ckpt.load_weights(folder, self.model, self.device)
         state = ckpt.load_state(folder)
         if state["world_size"] != D.world_size():
-            raise RuntimeError(
-                f"The checkpoint was written by {state['world_size']} processes and this run has "
+            raise ckpt.ResumeError(
+                f"The checkpoint {folder} was written by {state['world_size']} processes and this run has "
                 f"{D.world_size()}; resume with the same number of processes."
             )
         self.optimizer.load_state_dict(state["optimizer"])
@@ -249,6 +297,7 @@ class Trainer:
             start_epoch, step, best, history = self._restore()
             if self.main:
                 self.console.print(f"Resuming after epoch {start_epoch} (step {step}) from {self.ckpt_dir / LAST}")
+        self.training_started = True
         log = StepLog(self.run_dir / "train_log.csv", step if resume else None) if self.main else None
         train_s = eval_s = 0.0
         samples = 0

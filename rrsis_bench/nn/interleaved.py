@@ -4,13 +4,22 @@ A subclass says how one stage is fused (:meth:`InterleavedFusionModel.fuse_stage
 encodes (:meth:`encode_text`) and, optionally, how the multi-scale maps are refined before the
 decoder (:meth:`enhance`). Everything else is shared: the staged timm backbone, the transformers
 text encoder with LAVT's partial training, the per-stage LayerNorm on the skip features, the LAVT
-decoder, bilinear upsampling to the input size, the official loss and the official optimizer
+decoder, bilinear upsampling to the input size, the official losses and the official optimizer
 groups.
+
+Parameters that can never receive a gradient are built with ``requires_grad=False`` (they stay in
+the state dict, so parameter counts and the official checkpoint layout are unchanged; the optimizer
+and DDP do not see them, as AdamW never updates a parameter without a gradient anyway): the modules
+that only build the last stage's fused stream, which the official models compute and discard
+(:meth:`InterleavedFusionModel.stream_modules`), and modules the official code declares and never
+calls (:meth:`InterleavedFusionModel.never_called_modules`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +27,7 @@ from torch import nn
 
 from rrsis_bench.method import MethodSpec, RRSISMethod
 from rrsis_bench.nn.lavt import LanguageAttention, LAVTDecoder, init_lavt_weights
-from rrsis_bench.nn.losses import bce_dice_loss, rrsis_official_loss
+from rrsis_bench.nn.losses import bce_dice_loss, class_weighted_ce, rrsis_official_loss
 from rrsis_bench.nn.staged import StagedBackbone
 from rrsis_bench.nn.text import MINILM, TextEncoder
 
@@ -30,6 +39,13 @@ OFFLINE_TOKENIZERS = {"bert-base-uncased": MINILM}
 # biases included).
 OFFICIAL_NO_DECAY = ("norm", "relative_position_bias_table", "absolute_pos_embed")
 
+# loss option -> what it is
+LOSSES = {
+    "official": "0.9 x class-weighted CE + 0.1 x Dice, the RMSIN/FIANet training loss",
+    "ce": "class-weighted CE alone, LAVT-RIS's own training loss",
+    "bce_dice": "BCE + Dice on the foreground logit",
+}
+
 
 class InterleavedFusionModel(RRSISMethod):
     """Base of LAVT-style methods (see the module docstring).
@@ -39,25 +55,27 @@ class InterleavedFusionModel(RRSISMethod):
     stream, which the official models compute and then discard.
     """
 
+    paper: str = ""
+    code_url: str = ""
+
     def __init__(
         self,
         *,
         backbone: str = "swin_base_patch4_window12_384.ms_in22k",
         pretrained: bool = True,
         backbone_weights: str | os.PathLike | None = None,
-        backbone_kwargs: dict | None = None,
+        backbone_kwargs: Mapping | None = None,
         out_indices: list[int] | None = None,
         frozen_stages: int = 0,
         text_encoder: str = "bert-base-uncased",
         text_pretrained: bool = True,
         text_trainable_layers: int | None = 10,
-        text_config: dict | None = None,
+        text_config: Mapping | None = None,
         tokenizer: str | None = None,
         decoder_hidden: int = 512,
         faithful: bool = False,
         loss: str = "official",
-        paper: str = "",
-        code_url: str = "",
+        head_lr_scale: float = 2.0,
     ) -> None:
         """The defaults are the faithful LAVT/FIANet settings.
 
@@ -66,7 +84,13 @@ class InterleavedFusionModel(RRSISMethod):
         four), ``frozen_stages`` freezes the first backbone stages; ``text_encoder`` is a
         transformers model (``text_trainable_layers``: only the first N encoder layers train, None
         all); ``tokenizer`` defaults to the text encoder's own; ``decoder_hidden`` is the LAVT
-        decoder width; ``loss`` is ``official`` or ``bce_dice``.
+        decoder width; ``loss`` is one of :data:`LOSSES`.
+
+        ``head_lr_scale`` multiplies the learning rate of the one-logit classifier and divides its
+        weight decay (so their product, AdamW's decay per step, is unchanged). The official head
+        has two rows, background and foreground, whose gradients are opposite: under AdamW each row
+        moves by about lr per step, so their difference, which is our one logit, moves by 2 x lr.
+        2 (the default) trains the folded head as the official one trains; 1 is plain AdamW.
         """
         super().__init__()
         backbone_kwargs = swin_b_kwargs(backbone, backbone_kwargs)
@@ -80,12 +104,16 @@ class InterleavedFusionModel(RRSISMethod):
         self.stage_norms = nn.ModuleList(nn.LayerNorm(c) for c in channels)
         self.decoder = LAVTDecoder(channels, decoder_hidden)
         self.faithful = faithful
-        if loss not in ("official", "bce_dice"):
-            raise ValueError(f"loss must be 'official' (0.9 weighted CE + 0.1 Dice) or 'bce_dice', got {loss!r}.")
+        if loss not in LOSSES:
+            choices = "; ".join(f"{name!r} ({what})" for name, what in LOSSES.items())
+            raise ValueError(f"method.loss={loss!r} is not a loss of this method; choose one of {choices}.")
+        if head_lr_scale <= 0:
+            raise ValueError(f"method.head_lr_scale must be positive, got {head_lr_scale}.")
         self.loss_name = loss
+        self.head_lr_scale = float(head_lr_scale)
         if tokenizer is None:
             tokenizer = text_encoder if text_pretrained else OFFLINE_TOKENIZERS.get(text_encoder, text_encoder)
-        self.spec = MethodSpec(tokenizer=tokenizer, paper=paper, code_url=code_url,
+        self.spec = MethodSpec(tokenizer=tokenizer, paper=self.paper, code_url=self.code_url,
                                notes=f"backbone={backbone} (pretrained={pretrained}), text={text_encoder} "
                                      f"(pretrained={text_pretrained}), faithful={faithful}")
 
@@ -97,10 +125,13 @@ class InterleavedFusionModel(RRSISMethod):
                 module.faithful = faithful
 
     def init_new_layers(self) -> None:
-        """LAVT's init for every layer outside the backbone's own and the text encoder."""
+        """LAVT's init for every layer outside the backbone's own and the text encoder; then the
+        parameters that can never get a gradient stop requiring one (see the module docstring)."""
         for name, module in self.named_children():
             if name not in ("backbone", "text"):
                 init_lavt_weights(module)
+        for module in [*self.stream_modules(self.backbone.num_stages - 1), *self.never_called_modules()]:
+            module.requires_grad_(False)
 
     # -- what a subclass defines -------------------------------------------------------------
     def encode_text(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -114,6 +145,14 @@ class InterleavedFusionModel(RRSISMethod):
 
     def enhance(self, maps: list[torch.Tensor], text: dict) -> list[torch.Tensor]:
         return maps
+
+    def stream_modules(self, index: int) -> list[nn.Module]:
+        """The modules stage ``index`` uses only to build its fused stream (none of the skip feature)."""
+        raise NotImplementedError
+
+    def never_called_modules(self) -> list[nn.Module]:
+        """Modules declared for the official layout and never called."""
+        return []
 
     # -- shared --------------------------------------------------------------------------------
     def forward(self, batch: dict) -> torch.Tensor:
@@ -137,17 +176,23 @@ class InterleavedFusionModel(RRSISMethod):
     def loss(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         if self.loss_name == "official":
             return rrsis_official_loss(logits, batch["mask"])
+        if self.loss_name == "ce":
+            ce = class_weighted_ce(logits, batch["mask"])
+            return {"loss": ce, "ce": ce.detach()}
         return bce_dice_loss(logits, batch["mask"])
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """The official groups: backbone + fusion modules (no decay for norms and relative-position
-        tables), decoder (all decay), and the trainable text-encoder layers (all decay)."""
-        decay, no_decay, decoder, text = [], [], [], []
+        tables), decoder (all decay), and the trainable text-encoder layers (all decay); the
+        one-logit classifier of the decoder gets ``head_lr_scale`` (see ``__init__``)."""
+        decay, no_decay, decoder, head, text = [], [], [], [], []
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
             if name.startswith("text."):
                 text.append(param)
+            elif name.startswith("decoder.classifier."):
+                head.append(param)
             elif name.startswith("decoder."):
                 decoder.append(param)
             elif any(key in name for key in OFFICIAL_NO_DECAY):
@@ -158,6 +203,7 @@ class InterleavedFusionModel(RRSISMethod):
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
             {"params": decoder, "weight_decay": weight_decay},
+            {"params": head, "weight_decay": weight_decay / self.head_lr_scale, "lr_scale": self.head_lr_scale},
             {"params": text, "weight_decay": weight_decay},
         ]
         return [g for g in groups if g["params"]]
@@ -170,7 +216,7 @@ SWIN_B_KWARGS = {"img_size": 480, "window_size": 12, "drop_path_rate": 0.3, "str
                  "always_partition": True}
 
 
-def swin_b_kwargs(backbone: str, backbone_kwargs: dict | None) -> dict | None:
+def swin_b_kwargs(backbone: str, backbone_kwargs: Mapping | None) -> Mapping | None:
     """LAVT's Swin-B settings when the backbone is that Swin-B and no kwargs were given."""
     if backbone_kwargs is None and backbone.split(".")[0] == SWIN_B_PRETRAINED.split(".")[0]:
         return dict(SWIN_B_KWARGS)
@@ -178,5 +224,6 @@ def swin_b_kwargs(backbone: str, backbone_kwargs: dict | None) -> dict | None:
 
 
 # A tiny 4-stage Swin (width 16) for the test_* methods: seconds on a CPU, no weights needed.
-TINY_SWIN = {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 2), "window_size": 4,
-             "img_size": 64, "strict_img_size": False, "always_partition": True}
+# (Read-only: it is the default of the test_* factories.)
+TINY_SWIN = MappingProxyType({"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 2), "window_size": 4,
+                              "img_size": 64, "strict_img_size": False, "always_partition": True})

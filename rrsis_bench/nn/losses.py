@@ -30,6 +30,20 @@ def bce_dice_loss(
     return {"loss": bce_weight * bce + dice_weight * dice, "bce": bce.detach(), "dice": dice.detach()}
 
 
+def class_weighted_ce(logits: torch.Tensor, target: torch.Tensor, *,
+                      class_weights: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:
+    """Class-weighted cross-entropy of the two-logit softmax (0, z) on one foreground logit z:
+    PyTorch's weighted mean Σ wᵧ·(−log pᵧ) / Σ wᵧ with (bg, fg) weights ``class_weights``
+    (LAVT-RIS's loss, and the CE term of :func:`rrsis_official_loss`)."""
+    if logits.dim() == 4:
+        logits = logits[:, 0]
+    z = logits.float()
+    fg = target.float()
+    w_bg, w_fg = class_weights
+    pixel_weights = w_fg * fg + w_bg * (1 - fg)
+    return -(pixel_weights * (fg * F.logsigmoid(z) + (1 - fg) * F.logsigmoid(-z))).sum() / pixel_weights.sum()
+
+
 def rrsis_official_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -52,10 +66,7 @@ def rrsis_official_loss(
         logits = logits[:, 0]
     z = logits.float()
     fg = target.float()
-    log_p_fg, log_p_bg = F.logsigmoid(z), F.logsigmoid(-z)
-    w_bg, w_fg = class_weights
-    pixel_weights = w_fg * fg + w_bg * (1 - fg)
-    ce = -(pixel_weights * (fg * log_p_fg + (1 - fg) * log_p_bg)).sum() / pixel_weights.sum()
+    ce = class_weighted_ce(z, fg, class_weights=class_weights)
     p_fg = torch.sigmoid(z).flatten(1)
     dice = z.new_zeros(())
     for prob, truth in ((p_fg, fg.flatten(1)), (1 - p_fg, 1 - fg.flatten(1))):

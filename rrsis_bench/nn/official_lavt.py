@@ -13,8 +13,9 @@ differs from ours in names only, plus three mechanical differences handled here:
 
 A layout is a table of :class:`Rule` lines (our key template <-> official key template). Templates hold
 ``{i}``-style integer fields (``{i+1}`` adds an offset) and ``{rest}`` for any tail. The shared
-LAVT-family table is :func:`lavt_family_rules`; FIANet adds its own modules in
-:mod:`rrsis_bench.methods.fianet.official`.
+LAVT-family table is :func:`lavt_family_rules`. A method hands its table to the importer through its
+``official_layout()`` method (LAVT: :mod:`rrsis_bench.methods.lavt.official`; FIANet adds its own
+modules in :mod:`rrsis_bench.methods.fianet.official`); this module imports no method.
 
 Public functions: :func:`to_official` (export), :func:`from_official` (import into a model),
 :func:`load_official_checkpoint` (import from a ``.pth`` file), :func:`official_rules`.
@@ -22,13 +23,9 @@ Public functions: :func:`to_official` (export), :func:`from_official` (import in
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
-import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -44,8 +41,6 @@ IGNORED_SUFFIXES = ("relative_position_index", "attn_mask", "embeddings.position
 IGNORED_PREFIXES = ("text_encoder.pooler.",)
 DDP_PREFIX = "module."
 LIST_LIMIT = 10
-# Allowed by the weights-only loader: the argparse arguments official checkpoints store beside the weights.
-_SAFE_GLOBALS = [argparse.Namespace]
 
 _FIELD = re.compile(r"\{([a-z_]+)([+-]\d+)?\}")
 
@@ -191,21 +186,18 @@ def lavt_family_rules(*, fusion: str = "fusions.{i}", fusion_official: str = "ba
 
 
 def official_rules(model: nn.Module) -> list[Rule]:
-    """The layout table of ``model`` (LAVT or FIANet); pass ``rules=`` for any other model."""
-    # Imported here: the methods build on this package, not the other way round.
-    from rrsis_bench.methods.fianet.model import FIANet
-    from rrsis_bench.methods.lavt.model import LAVT
+    """The layout table of ``model``: what its ``official_layout()`` returns.
 
-    if isinstance(model, FIANet):
-        from rrsis_bench.methods.fianet.official import fianet_rules
-
-        return fianet_rules()
-    if isinstance(model, LAVT):
-        from rrsis_bench.methods.lavt.official import lavt_rules
-
-        return lavt_rules()
-    raise TypeError(f"No official checkpoint layout is known for {type(model).__name__}: the official "
-                    "LAVT/FIANet layout covers the methods lavt and fianet (pass rules= for another model).")
+    Each method hands its own table to the importer (LAVT: :mod:`rrsis_bench.methods.lavt.official`,
+    FIANet: :mod:`rrsis_bench.methods.fianet.official`); this module knows no method. Pass ``rules=``
+    to the import/export functions for a model without one.
+    """
+    layout = getattr(model, "official_layout", None)
+    if not callable(layout):
+        raise TypeError(f"No official checkpoint layout is known for {type(model).__name__}: the official "
+                        "LAVT/FIANet layout covers the methods lavt and fianet and their sizes (a method provides "
+                        "one with an official_layout() method; or pass rules=).")
+    return list(layout())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,23 +434,17 @@ def from_official(model: nn.Module, state: Mapping, *, strict: bool = True, rule
     return OfficialLoadResult(missing, unexpected)
 
 
-def read_official_checkpoint(path: str | os.PathLike) -> Mapping:
-    """``torch.load`` an official ``.pth`` on the CPU, safely when the file allows it."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"No official checkpoint at {path}.")
-    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-    try:
-        with allow(_SAFE_GLOBALS) if allow is not None else contextlib.nullcontext():
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # The official training scripts pickle their argparse arguments (and sometimes optimizer and
-        # scheduler objects) next to the weights, which the weights-only loader may refuse. Full
-        # unpickling can run code stored in the file: only convert checkpoints from a source you trust.
-        return torch.load(path, map_location="cpu", weights_only=False)
+def read_official_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Mapping:
+    """Read an official ``.pth`` on the CPU without running code stored in it: ``weights_only=True``
+    (tensors, plain values and the official argparse arguments); a file that needs full unpickling
+    is refused unless ``trust`` (see :func:`rrsis_bench.serialization.load_torch_file`)."""
+    from rrsis_bench.serialization import load_torch_file
+
+    return load_torch_file(path, trust=trust)
 
 
 def load_official_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool = True,
-                             rules: Layout | None = None) -> OfficialLoadResult:
-    """Read an official LAVT/FIANet ``.pth`` and load it into ``model`` (see :func:`from_official`)."""
-    return from_official(model, read_official_checkpoint(path), strict=strict, rules=rules, source=path)
+                             rules: Layout | None = None, trust: bool = False) -> OfficialLoadResult:
+    """Read an official LAVT/FIANet ``.pth`` and load it into ``model`` (see :func:`from_official`;
+    ``trust``: see :func:`read_official_checkpoint`)."""
+    return from_official(model, read_official_checkpoint(path, trust=trust), strict=strict, rules=rules, source=path)

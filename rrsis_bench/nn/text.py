@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 from torch import nn
 
@@ -16,7 +18,9 @@ MINILM = "minilm"
 OFFLINE_CONFIGS = ("bert-base-uncased",)
 
 # A tiny random-init encoder on MiniLM's vocabulary for the test_* methods: fast, no weights needed.
-TINY_TEXT_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+# (Read-only: it is the default of the test_* factories.)
+TINY_TEXT_CONFIG = MappingProxyType(
+    {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64})
 
 
 def resolve_text_model(name: str) -> str:

@@ -1,8 +1,16 @@
 """Leaderboards derived from run records, with published numbers kept in a separate section.
 
-Reproduced rows aggregate complete records per (dataset, split, method, group hash), i.e. over
-runs that differ only by seed. Published numbers come from the packaged ``reported.csv`` and are
-never mixed into the reproduced tables. Output is deterministic: the same records give
+Reproduced rows aggregate complete records per (test set, method, group hash), i.e. over runs that
+differ only by seed; each run counts once (:func:`rrsis_bench.results.record.one_record_per_run`).
+A test set is a dataset's identity, not its layout: its name, split, manifest sha256 and sample
+count. A dataset with published split sizes (RRSIS-D, RefSegRS) gets two pages: ``<name>.md`` for
+rows scored on the published split, beside the published numbers, and ``<name>-other.md`` for rows
+scored on any other test set under that name, never beside published numbers. Published numbers
+come from the packaged ``reported.csv`` and are never mixed into the reproduced tables.
+
+Committed tables change only when asked for: the default output folder is ``outputs/leaderboards``,
+and :func:`write_leaderboards` refuses to rewrite a page whose rows' runs are not all among the
+records given (``replace=True`` drops them). Output is deterministic: the same records give
 byte-identical files.
 """
 
@@ -13,24 +21,59 @@ import math
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from rrsis_bench.data.inspect import PUBLISHED_SIZES
+from rrsis_bench.errors import UserError
 from rrsis_bench.io import atomic_write, atomic_write_text
 from rrsis_bench.metrics import METRIC_KEYS
 from rrsis_bench.results.provenance import hardware_summary
-from rrsis_bench.results.record import RECORD_PATH_KEY, canonical_config
+from rrsis_bench.results.record import (
+    RECORD_PATH_KEY,
+    LoadedRecords,
+    canonical_config,
+    load_records,
+    one_record_per_run,
+)
 
 REPORTED_TEXT_COLUMNS = ("dataset", "split", "method", "venue", "setting", "source", "note")
 REPORTED_COLUMNS = (*REPORTED_TEXT_COLUMNS[:4], *METRIC_KEYS, *REPORTED_TEXT_COLUMNS[4:])
 REPORTED_NAME = "reported"
+#: Page suffix for rows of a dataset with published splits that were scored on another test set.
+OTHER_SUFFIX = "-other"
+#: `rrsis-bench leaderboard` defaults: runs under these folders, tables outside the committed leaderboards/.
+DEFAULT_RECORDS = ("outputs", "multirun")
+DEFAULT_OUT = "outputs/leaderboards"
 _MAX_LABEL_KEYS = 4
 _MAX_VALUE_CHARS = 24
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_LIST_COLUMNS = ("seeds", "run_ids", "records")
+
+LEADERBOARD_HELP = """\
+usage: rrsis-bench leaderboard [records=DIR[,DIR...]] [out=DIR] [replace=false]
+
+Generate <out>/<dataset>.md and <dataset>.csv from the complete run records (record.json files,
+searched recursively under each DIR; default records=outputs,multirun out=outputs/leaderboards).
+Runs that differ only by seed are aggregated as mean ± std; a run found twice (a resumed run and a
+copy of its folder) counts once. Rows are grouped by test set (dataset name, split, manifest sha256,
+sample count); for RRSIS-D and RefSegRS, rows scored on the published split go to <dataset>.md beside
+the published numbers, rows scored on any other test set to <dataset>-other.md. Partial (capped
+test pass), failed and running records are skipped. Published numbers are also in
+<out>/reported.md/.csv, marked "reported", never mixed with rows reproduced here.
+A page is rewritten only if the records given include every run it already lists; replace=true
+drops the runs that are missing. The committed tables: records=leaderboards/records out=leaderboards.
+Files are written atomically; the same records always give the same files.
+"""
+
+
+class LeaderboardOverwrite(UserError, ValueError):
+    """Writing would drop rows of an existing leaderboard page whose records were not given."""
+
 
 PROTOCOL = (
     "oIoU = ΣI/ΣU over the split; mIoU = mean per-sample IoU, with IoU = 0 when the union is empty; "
@@ -62,8 +105,36 @@ def load_reported() -> pd.DataFrame:
 # --------------------------------------------------------------------------- aggregation
 
 
-def _group_key(record: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    return (record["data"]["name"], record["data"]["split"], record["method"]["name"], record["group_hash"])
+def scored_set(record: Mapping[str, Any]) -> tuple[str, str, str | None, int | None]:
+    """The samples a record was scored on: (dataset name, split, manifest sha256, samples scored)."""
+    data = record["data"]
+    return (data["name"], data["split"], data.get("manifest_sha256"), data.get("num_samples"))
+
+
+def is_published_split(dataset: str, split: str, num_samples: int | None) -> bool:
+    """Whether a test set is the split the papers report on: at least its size must be the published one."""
+    published = PUBLISHED_SIZES.get(dataset, {}).get(split)
+    return published is not None and num_samples == published
+
+
+def page_name(record: Mapping[str, Any]) -> str:
+    """``<dataset>`` or, for a dataset with published splits scored on another test set, ``<dataset>-other``."""
+    dataset, split, _, num_samples = scored_set(record)
+    if dataset in PUBLISHED_SIZES and not is_published_split(dataset, split, num_samples):
+        return f"{dataset}{OTHER_SUFFIX}"
+    return dataset
+
+
+_GroupKey = tuple[str, str, str, str | None, int | None, str, str]  # page, test set, method, group hash
+
+
+def _group_key(record: Mapping[str, Any]) -> _GroupKey:
+    return (page_name(record), *scored_set(record), record["method"]["name"], record["group_hash"])
+
+
+def _siblings_key(key: _GroupKey) -> tuple:
+    """Rows whose labels are told apart by their differing config keys: same page, split, method."""
+    return (key[0], key[2], key[5])
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -85,22 +156,22 @@ def _short_value(text: str | None) -> str:
     return value if len(value) <= _MAX_VALUE_CHARS else value[: _MAX_VALUE_CHARS - 1] + "…"
 
 
-def _setting_labels(groups: Mapping[tuple[str, str, str, str], list[dict]]) -> dict[tuple, str]:
+def _setting_labels(groups: Mapping[_GroupKey, list[dict]]) -> dict[_GroupKey, str]:
     """``<group_hash[:8]>`` plus the config keys in which groups of the same method differ."""
     flats = {
         key: _flatten(canonical_config(runs[0].get("config") or {}, include_seed=False))
         for key, runs in groups.items()
     }
-    siblings: dict[tuple[str, str, str], list[tuple]] = defaultdict(list)
+    siblings: dict[tuple, list[_GroupKey]] = defaultdict(list)
     for key in groups:
-        siblings[key[:3]].append(key)
+        siblings[_siblings_key(key)].append(key)
     labels = {}
     for key in groups:
-        others = [flats[k] for k in siblings[key[:3]]]
+        others = [flats[k] for k in siblings[_siblings_key(key)]]
         differing = sorted(k for k in set().union(*others) if len({flat.get(k) for flat in others}) > 1)
         shown = [f"{k}={_short_value(flats[key].get(k))}" for k in differing[:_MAX_LABEL_KEYS]]
         more = [f"+{len(differing) - _MAX_LABEL_KEYS} more"] if len(differing) > _MAX_LABEL_KEYS else []
-        labels[key] = " ".join([key[3][:8], *shown, *more])
+        labels[key] = " ".join([key[6][:8], *shown, *more])
     return labels
 
 
@@ -115,12 +186,24 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in clean) / (len(clean) - 1))
 
 
-def _aggregate(key: tuple[str, str, str, str], runs: list[dict], setting: str) -> dict[str, Any]:
+def _code_label(run: Mapping[str, Any]) -> str:
+    """The short git commit a record's code came from, ``-dirty`` when the tree had uncommitted changes."""
+    code = run.get("code") or {}
+    sha = code.get("git_sha")
+    label = sha[:7] if isinstance(sha, str) and sha else "unknown"
+    return f"{label}-dirty" if code.get("git_dirty") else label
+
+
+def _aggregate(key: _GroupKey, runs: list[dict], setting: str) -> dict[str, Any]:
     """One leaderboard row from the runs of one group."""
-    dataset, split, method, group_hash = key
+    page, dataset, split, manifest, num_samples, method, group_hash = key
     row: dict[str, Any] = {
+        "page": page,
         "dataset": dataset,
         "split": split,
+        "manifest_sha256": manifest or "",
+        "n_samples": num_samples,
+        "published_split": is_published_split(dataset, split, num_samples),
         "method": method,
         "setting": setting,
         "group_hash": group_hash,
@@ -134,6 +217,8 @@ def _aggregate(key: tuple[str, str, str, str], runs: list[dict], setting: str) -
         )
     row["wall_s mean"] = _mean_std([(run.get("timing") or {}).get("wall_s") for run in runs])[0]
     row["hardware"] = " / ".join(sorted({hardware_summary(run.get("hardware")) for run in runs}))
+    row["code"] = ", ".join(sorted({_code_label(run) for run in runs}))
+    row["run_ids"] = [run["run_id"] for run in runs]
     row["records"] = [str(run.get(RECORD_PATH_KEY, run["run_id"])) for run in runs]
     return row
 
@@ -143,26 +228,28 @@ def _run_order(run: Mapping[str, Any]) -> tuple[int, str]:
 
 
 def build_leaderboard(records: Iterable[Mapping[str, Any]]) -> dict[str, pd.DataFrame]:
-    """Per dataset, one row per (split, method, group hash) over complete records, best mIoU first.
+    """Per page (see :func:`page_name`), one row per (test set, method, group hash), best mIoU first.
 
-    Each row has n_runs, n_seeds, seeds, ``<metric> mean``/``<metric> std`` (sample std, NaN for
-    one run), ``wall_s mean``, hardware, a setting label and the record paths.
+    Only complete records count, each run once. Each row has its test set (split, ``manifest_sha256``,
+    ``n_samples``, ``published_split``), n_runs, n_seeds, seeds,
+    ``<metric> mean``/``<metric> std`` (sample std, NaN for one run), ``wall_s mean``, hardware,
+    code (git commit, ``-dirty`` marked), a setting label, the run ids and the record paths.
     """
-    groups: dict[tuple[str, str, str, str], list[dict]] = defaultdict(list)
-    for record in records:
-        if record.get("status") == "complete":
-            groups[_group_key(record)].append(dict(record))
+    runs, _ = one_record_per_run(records)
+    groups: dict[_GroupKey, list[dict]] = defaultdict(list)
+    for record in runs:
+        groups[_group_key(record)].append(record)
     labels = _setting_labels(groups)
     rows = [_aggregate(key, sorted(runs, key=_run_order), labels[key]) for key, runs in groups.items()]
     frames = {}
-    for dataset in sorted({row["dataset"] for row in rows}):
-        frame = pd.DataFrame([row for row in rows if row["dataset"] == dataset])
+    for page in sorted({row["page"] for row in rows}):
+        frame = pd.DataFrame([row for row in rows if row["page"] == page])
         frame = frame.sort_values(
-            ["split", mean_column("mIoU"), "method", "group_hash"],
-            ascending=[True, False, True, True],
+            ["split", "n_samples", "manifest_sha256", mean_column("mIoU"), "method", "group_hash"],
+            ascending=[True, True, True, False, True, True],
             kind="mergesort",
         )
-        frames[dataset] = frame.reset_index(drop=True)
+        frames[page] = frame.reset_index(drop=True)
     return frames
 
 
@@ -213,19 +300,36 @@ def _reproduced_rows(frame: pd.DataFrame) -> list[list[str]]:
             ", ".join(str(seed) for seed in row["seeds"]),
             _duration(row["wall_s mean"]),
             row["hardware"],
+            row["code"],
         ]
         rows.append(cells)
     return rows
+
+
+def _count(value: Any) -> str:
+    return "unknown" if value is None or pd.isna(value) else f"{int(value):,}"
+
+
+def _test_set_heading(split: str, num_samples: Any, manifest: str, published: bool) -> str:
+    size = f"the published split ({_count(num_samples)} samples)" if published else f"{_count(num_samples)} samples"
+    return f"### {split}: {size}, manifest {manifest[:8] or 'unknown'}"
 
 
 def _reproduced_section(frame: pd.DataFrame) -> list[str]:
     lines = ["## Reproduced with rrsis-bench", ""]
     if frame.empty:
         return [*lines, "No complete runs for this dataset yet.", ""]
-    lines += ["Cells: mean ± sample std over the runs of a row (no std for a single run).", ""]
-    header = ["Method", "Setting", *METRIC_KEYS, "Runs", "Seeds", "Wall time (mean)", "Hardware"]
-    for split, part in frame.groupby("split", sort=True):
-        lines += [f"### {split}", "", *_markdown_table(header, _reproduced_rows(part)), ""]
+    lines += [
+        "Cells: mean ± sample std over the runs of a row (no std for a single run). One table per test "
+        "set (split, sample count, manifest sha256): rows of different tables are not comparable. "
+        "Code: the git commit of the runs; -dirty marks runs from a working tree with uncommitted changes.",
+        "",
+    ]
+    header = ["Method", "Setting", *METRIC_KEYS, "Runs", "Seeds", "Wall time (mean)", "Hardware", "Code"]
+    parts = frame.groupby(["split", "n_samples", "manifest_sha256"], sort=True, dropna=False)
+    for (split, num_samples, manifest), part in parts:
+        heading = _test_set_heading(split, num_samples, manifest, bool(part["published_split"].iloc[0]))
+        lines += [heading, "", *_markdown_table(header, _reproduced_rows(part)), ""]
     return lines
 
 
@@ -302,16 +406,39 @@ def _header(title: str, generated_from: str) -> list[str]:
     ]
 
 
-def render_markdown(dataset: str, frame: pd.DataFrame, reported_frame: pd.DataFrame) -> str:
-    """The leaderboard page of one dataset: reproduced runs, then that dataset's published numbers."""
-    reported = reported_frame[reported_frame["dataset"] == dataset]
-    lines = [
-        *_header(f"RRSIS leaderboard: {dataset}", "run records (`record.json`)"),
-        f"Protocol: {PROTOCOL}",
-        "",
-        *_reproduced_section(frame),
-        *_reported_section(reported),
+def _published_sizes(dataset: str) -> str:
+    sizes = PUBLISHED_SIZES.get(dataset, {})
+    return ", ".join(f"{split} {count:,}" for split, count in sizes.items())
+
+
+def render_markdown(page: str, frame: pd.DataFrame, reported_frame: pd.DataFrame) -> str:
+    """The leaderboard page ``page`` (see :func:`page_name`): reproduced runs, one table per test set,
+    then the published numbers for the splits on which rows were scored on the published split."""
+    dataset = str(frame["dataset"].iloc[0]) if not frame.empty else page
+    other = page != dataset
+    title = f"RRSIS leaderboard: {dataset}" + (", other test sets" if other else "")
+    lines = [*_header(title, "run records (`record.json`)"), f"Protocol: {PROTOCOL}", ""]
+    if other:
+        lines += [
+            f"Rows scored on test sets named {dataset} that are not its published splits (published sizes: "
+            f"{_published_sizes(dataset)} samples): they are not comparable with published numbers, which are "
+            f"therefore not shown here (see `{dataset}.md` and `{REPORTED_NAME}.md`).",
+            "",
+        ]
+    lines += _reproduced_section(frame)
+    if other or frame.empty:
+        return "\n".join(lines).rstrip("\n") + "\n"
+    published_splits = set(frame.loc[frame["published_split"].astype(bool), "split"])
+    reported = reported_frame[
+        (reported_frame["dataset"] == dataset) & reported_frame["split"].isin(published_splits)
     ]
+    lines += _reported_section(reported)
+    if reported.empty and (reported_frame["dataset"] == dataset).any():
+        lines += [
+            f"Published numbers for {dataset} are in `{REPORTED_NAME}.md`, not beside these rows: none of them "
+            "was scored on a split of the published size.",
+            "",
+        ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -332,7 +459,7 @@ def render_reported_markdown(reported_frame: pd.DataFrame) -> str:
 def _csv_frame(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
     """Frame ready for CSV: a leading ``kind`` column, list cells joined with ';'."""
     out = frame.copy()
-    for column in ("seeds", "records"):
+    for column in _LIST_COLUMNS:
         if column in out:
             out[column] = out[column].map(lambda items: ";".join(str(item) for item in items))
     out.insert(0, "kind", kind)
@@ -353,25 +480,80 @@ def _check_dataset_name(dataset: str) -> None:
         )
 
 
-def write_leaderboards(
-    records: Iterable[Mapping[str, Any]], out_dir: str | os.PathLike, *, reported: pd.DataFrame | None = None
-) -> list[Path]:
-    """Write ``<dataset>.md``/``<dataset>.csv`` per dataset and ``reported.md``/``reported.csv``; return the paths.
+def runs_listed(csv_path: str | os.PathLike) -> set[str] | None:
+    """The run ids of the rows of a leaderboard CSV; None when it has no ``run_ids`` column (older files)."""
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    if "run_ids" not in table:
+        return None
+    return {run_id for cell in table["run_ids"] for run_id in cell.split(";") if run_id}
 
-    Dataset CSVs hold reproduced rows only (``kind=reproduced``); ``reported.csv`` holds every
-    published row (``kind=reported``). ``reported`` defaults to :func:`load_reported`.
+
+def _check_pages_covered(pages: Iterable[str], run_ids: set[str], out_dir: Path) -> None:
+    """Refuse to rewrite a page whose existing rows come from runs that are not among ``run_ids``."""
+    for page in pages:
+        csv_path = out_dir / f"{page}.csv"
+        if not csv_path.is_file():
+            continue
+        listed = runs_listed(csv_path)
+        if listed is None:
+            raise LeaderboardOverwrite(
+                f"{csv_path} lists no run ids (an older leaderboard), so its rows cannot be matched to the records "
+                "given; pass replace=true to regenerate it from these records alone, or write to another out=DIR."
+            )
+        missing = sorted(listed - run_ids)
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise LeaderboardOverwrite(
+                f"{csv_path} holds {len(missing)} run(s) not among the records given ({shown}); pass their records "
+                "too (for the committed tables: records=leaderboards/records), pass replace=true to drop those rows, "
+                "or write to another out=DIR."
+            )
+
+
+def write_leaderboards(
+    records: Iterable[Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    *,
+    reported: pd.DataFrame | None = None,
+    replace: bool = False,
+) -> list[Path]:
+    """Write ``<page>.md``/``<page>.csv`` per page and ``reported.md``/``reported.csv``; return the paths.
+
+    Page CSVs hold reproduced rows only (``kind=reproduced``); ``reported.csv`` holds every
+    published row (``kind=reported``). ``reported`` defaults to :func:`load_reported`. A page that
+    already exists in ``out_dir`` is rewritten only if every run it lists is among ``records``;
+    otherwise :class:`LeaderboardOverwrite` is raised before anything is written, unless ``replace``.
     """
     out_dir = Path(out_dir)
     reported = load_reported() if reported is None else reported
-    frames = build_leaderboard(records)
-    for dataset in frames:
-        _check_dataset_name(dataset)
+    runs, _ = one_record_per_run(records)
+    frames = build_leaderboard(runs)
+    for page in frames:
+        _check_dataset_name(page)
+    if not replace:
+        _check_pages_covered(frames, {run["run_id"] for run in runs}, out_dir)
     written = []
-    for dataset, frame in frames.items():
-        written.append(
-            atomic_write_text(out_dir / f"{dataset}.md", render_markdown(dataset, frame, reported))
-        )
-        written.append(_write_csv(out_dir / f"{dataset}.csv", _csv_frame(frame, "reproduced"), "%.4f"))
+    for page, frame in frames.items():
+        written.append(atomic_write_text(out_dir / f"{page}.md", render_markdown(page, frame, reported)))
+        written.append(_write_csv(out_dir / f"{page}.csv", _csv_frame(frame, "reproduced"), "%.4f"))
     written.append(atomic_write_text(out_dir / f"{REPORTED_NAME}.md", render_reported_markdown(reported)))
     written.append(_write_csv(out_dir / f"{REPORTED_NAME}.csv", _csv_frame(reported, "reported")))
     return written
+
+
+def regenerate_leaderboards(
+    record_paths: Sequence[str | os.PathLike] = DEFAULT_RECORDS,
+    out_dir: str | os.PathLike = DEFAULT_OUT,
+    *,
+    replace: bool = False,
+) -> tuple[LoadedRecords, list[Path]]:
+    """What `rrsis-bench leaderboard` does: load the records below ``record_paths`` (those that exist)
+    and write the leaderboards into ``out_dir``; returns (records loaded and skipped, files written)."""
+    sources = [Path(p) for p in record_paths if str(p)]
+    existing = [p for p in sources if p.exists()]
+    if not existing:
+        raise FileNotFoundError(
+            f"No record folder found among {', '.join(map(str, sources))}; pass records=DIR[,DIR...]."
+        )
+    loaded = load_records(existing)
+    return loaded, write_leaderboards(loaded.records, out_dir, replace=replace)

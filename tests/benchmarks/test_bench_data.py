@@ -9,7 +9,7 @@ import pytest
 from rrsis_bench.datasets.synthetic import SyntheticDataset
 from torch.utils.data import DataLoader
 
-from rrsis_bench.data.pipeline import SampleTransform, TransformedDataset, class_words, collate
+from rrsis_bench.data.pipeline import SampleTransform, TransformedDataset, class_phrases, collate
 from rrsis_bench.data.text import ExpressionEncoder
 from rrsis_bench.method import IMAGENET_MEAN, IMAGENET_STD
 from rrsis_bench.nn.text import build_tokenizer
@@ -45,7 +45,7 @@ def test_bench_raw_reader(benchmark, raw):
 @pytest.mark.parametrize("size", [160, 480])
 def test_bench_pipeline(benchmark, raw, size):
     """Samples/s through reader + resize + normalize + text encoding (ids, object/position masks) + collate at ``size``², one process."""
-    encode = ExpressionEncoder(build_tokenizer("minilm"), 20, class_words(raw))
+    encode = ExpressionEncoder(build_tokenizer("minilm"), 20, class_phrases(raw))
     transform = SampleTransform(encode, image_size=size, mean=IMAGENET_MEAN,
                                 std=IMAGENET_STD, eval_size=None, with_gt=True)
     loader = DataLoader(TransformedDataset(raw, transform), batch_size=BATCH, collate_fn=collate)
@@ -54,7 +54,7 @@ def test_bench_pipeline(benchmark, raw, size):
 
 def test_bench_pipeline_rrsisd_sized_480(benchmark, raw_800):
     """Samples/s from 800x800 RRSIS-D-layout files to 480x480 tensors (the published protocol)."""
-    encode = ExpressionEncoder(build_tokenizer("minilm"), 22, class_words(raw_800))
+    encode = ExpressionEncoder(build_tokenizer("minilm"), 22, class_phrases(raw_800))
     transform = SampleTransform(encode, image_size=480, mean=IMAGENET_MEAN, std=IMAGENET_STD, eval_size=480,
                                 with_gt=True)
     loader = DataLoader(TransformedDataset(raw_800, transform), batch_size=8, collate_fn=collate)

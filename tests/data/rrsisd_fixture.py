@@ -1,9 +1,15 @@
 """A tiny dataset in the RRSIS-D on-disk layout, with every expected fact written out by hand.
 
+It has the form of the RELEASED files: annotations name their class ``categories_id`` (the refs say
+``category_id``), category ids run 0..19 in the released order, names are the released identifiers
+(glued or hyphenated: ``storagetank``, ``Expressway-Service-area``), one sentence per ref, and the
+expressions spell the classes with spaces ("The storage tank on the left"). Category 0 is used, so a
+falsy-id bug shows.
+
 Covers: a polygon with two parts, a polygon with two overlapping parts (union and the official
 "sum == 1" rule differ on it), compressed RLE (string counts), uncompressed RLE (list counts),
-a ref with two sentences, train/val/test refs (one test ref is split "testB"), and an image whose
-real size (80×80) differs from its annotation (40×40), so masks must be resized ×2.
+train/val/test refs (one test ref is split "testB"), and an image whose real size (80×80) differs
+from its annotation (40×40), so masks must be resized ×2.
 """
 
 from __future__ import annotations
@@ -16,7 +22,16 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-CATEGORIES = {1: "vehicle", 2: "storage tank", 3: "airplane"}
+# The released category list: ids 0..19 in this order.
+RELEASED_NAMES = (
+    "Expressway-Service-area", "Expressway-toll-station", "airplane", "airport", "baseballfield",
+    "basketballcourt", "bridge", "chimney", "dam", "golffield", "groundtrackfield", "harbor", "overpass",
+    "ship", "stadium", "storagetank", "tenniscourt", "trainstation", "vehicle", "windmill",
+)
+CATEGORIES = dict(enumerate(RELEASED_NAMES))
+ID = {name: cat_id for cat_id, name in CATEGORIES.items()}
+# The annotation's class key in the released instances.json (COCO says "category_id").
+ANNOTATION_CLASS_KEY = "categories_id"
 
 # image id → (file name, annotated (height, width), real (width, height) of the JPEG)
 IMAGES = {
@@ -51,32 +66,33 @@ def _annotations() -> list[dict]:
     two_part_polygon = [[2, 2, 10, 2, 10, 8, 2, 8], [20, 4, 26, 4, 26, 12, 20, 12]]
     # x 30..39 × y 2..9 and x 36..45 × y 6..13: 80 + 80 pixels sharing x 36..39 × y 6..9 (16 pixels).
     overlapping_polygon = [[30, 2, 40, 2, 40, 10, 30, 10], [36, 6, 46, 6, 46, 14, 36, 14]]
+    key = ANNOTATION_CLASS_KEY
     return [
-        {"id": 11, "image_id": 1, "category_id": 1, "segmentation": two_part_polygon},
+        {"id": 11, "image_id": 1, key: ID["vehicle"], "segmentation": two_part_polygon},
         {
             "id": 12,
             "image_id": 1,
-            "category_id": 1,
+            key: ID["vehicle"],
             "segmentation": _compressed_rle(_block(32, 48, (20, 28), (30, 40))),
         },
         {
             "id": 13,
             "image_id": 1,
-            "category_id": 2,
+            key: ID["storagetank"],
             "segmentation": _uncompressed_rle(_block(32, 48, (14, 18), (2, 8))),
         },
-        {"id": 14, "image_id": 1, "category_id": 3, "segmentation": overlapping_polygon},
-        {"id": 21, "image_id": 2, "category_id": 3, "segmentation": [[4, 4, 14, 4, 14, 10, 4, 10]]},
+        {"id": 14, "image_id": 1, key: ID["basketballcourt"], "segmentation": overlapping_polygon},
+        {"id": 21, "image_id": 2, key: ID["Expressway-Service-area"], "segmentation": [[4, 4, 14, 4, 14, 10, 4, 10]]},
         {
             "id": 22,
             "image_id": 2,
-            "category_id": 3,
+            key: ID["Expressway-Service-area"],
             "segmentation": _compressed_rle(_block(40, 40, (20, 30), (20, 35))),
         },
         {
             "id": 31,
             "image_id": 3,
-            "category_id": 2,
+            key: ID["storagetank"],
             "segmentation": _compressed_rle(_block(24, 24, (5, 15), (5, 15))),
         },
     ]
@@ -99,18 +115,21 @@ def _ref(
     }
 
 
+# One sentence per ref, as released. The expressions spell the classes with spaces.
 REFS = [
-    _ref(1, 11, 1, 1, "train", {101: "The vehicle on the left", 102: "the left car"}),
-    _ref(2, 12, 1, 1, "train", {103: "the vehicle at the bottom right"}),
-    _ref(3, 13, 1, 2, "val", {104: "the storage tank"}),
-    _ref(4, 21, 2, 3, "test", {105: "the small airplane"}),
-    _ref(5, 22, 2, 3, "test", {106: "the large airplane"}),
-    _ref(6, 31, 3, 2, "testB", {107: "the tank"}),
-    _ref(7, 14, 1, 3, "val", {108: "the airplane at the top right"}),
+    _ref(1, 11, 1, ID["vehicle"], "train", {101: "The vehicle on the left"}),
+    _ref(2, 12, 1, ID["vehicle"], "train", {103: "the vehicle at the bottom right next to the storage tank"}),
+    _ref(3, 13, 1, ID["storagetank"], "val", {104: "The storage tank on the left"}),
+    _ref(4, 21, 2, ID["Expressway-Service-area"], "test", {105: "the small expressway service area"}),
+    _ref(5, 22, 2, ID["Expressway-Service-area"], "test", {106: "the large Expressway Service Area"}),
+    _ref(6, 31, 3, ID["storagetank"], "testB", {107: "the round tank"}),
+    _ref(7, 14, 1, ID["basketballcourt"], "val", {108: "a basketball court at the top right"}),
 ]
 
 # Facts at the REAL image size. bbox = (x_min, y_min, x_max, y_max), inclusive pixel indices.
 # class_union_area: pixels of all same-class annotations in the image (the class-only oracle's mask).
+# object_phrase: the ground-object phrase of the clean rule (None: the expression names no class);
+# class_phrases: every class phrase the expression names (the official rule marks them all).
 EXPECTED_SAMPLES = {
     "1_101": {
         "split": "train",
@@ -118,13 +137,8 @@ EXPECTED_SAMPLES = {
         "bbox": (2, 2, 25, 11),
         "class_name": "vehicle",
         "class_union_area": 96 + 80,
-    },
-    "1_102": {
-        "split": "train",
-        "area": 96,
-        "bbox": (2, 2, 25, 11),
-        "class_name": "vehicle",
-        "class_union_area": 176,
+        "object_phrase": "vehicle",
+        "class_phrases": ("vehicle",),
     },
     "2_103": {
         "split": "train",
@@ -132,43 +146,55 @@ EXPECTED_SAMPLES = {
         "bbox": (30, 20, 39, 27),
         "class_name": "vehicle",
         "class_union_area": 176,
+        "object_phrase": "vehicle",
+        "class_phrases": ("vehicle", "storage tank"),
     },
     "3_104": {
         "split": "val",
         "area": 4 * 6,
         "bbox": (2, 14, 7, 17),
-        "class_name": "storage tank",
+        "class_name": "storagetank",
         "class_union_area": 24,
+        "object_phrase": "storage tank",
+        "class_phrases": ("storage tank",),
     },
     # Overlapping parts: union 80 + 80 - 16; the official rule drops the overlap too (see OFFICIAL_AREAS).
     "7_108": {
         "split": "val",
         "area": 144,
         "bbox": (30, 2, 45, 13),
-        "class_name": "airplane",
+        "class_name": "basketballcourt",
         "class_union_area": 144,
+        "object_phrase": "basketball court",
+        "class_phrases": ("basketball court",),
     },
     # image 2 is annotated at 40×40 but is 80×80 on disk: areas ×4, coordinates ×2.
     "4_105": {
         "split": "test",
         "area": 4 * 10 * 6,
         "bbox": (8, 8, 27, 19),
-        "class_name": "airplane",
+        "class_name": "Expressway-Service-area",
         "class_union_area": 240 + 600,
+        "object_phrase": "expressway service area",
+        "class_phrases": ("expressway service area",),
     },
     "5_106": {
         "split": "test",
         "area": 4 * 10 * 15,
         "bbox": (40, 40, 69, 59),
-        "class_name": "airplane",
+        "class_name": "Expressway-Service-area",
         "class_union_area": 840,
+        "object_phrase": "Expressway Service Area",
+        "class_phrases": ("Expressway Service Area",),
     },
     "6_107": {
         "split": "test",
         "area": 10 * 10,
         "bbox": (5, 5, 14, 14),
-        "class_name": "storage tank",
+        "class_name": "storagetank",
         "class_union_area": 100,
+        "object_phrase": None,  # "tank" alone is not a class phrase
+        "class_phrases": (),
     },
 }
 
@@ -184,7 +210,8 @@ def write_rrsisd_fixture(root: Path) -> dict:
     """Write the fixture under ``root`` (RRSIS-D layout) and return the facts tests assert on.
 
     Returns ``counts`` (samples per split), ``samples`` (sample_id → split, area, bbox, class_name,
-    class_union_area, text, image_id), ``class_names`` (category id → name), ``image_files``
+    class_union_area, object_phrase, class_phrases, text, image_id), ``class_names`` (category id →
+    name), ``image_files``
     (image id → path of the JPEG), ``official_areas`` (sample_id → area under ``overlap="official"``,
     for the samples where it differs) and ``size_mismatch`` (split → images whose size is wrong).
     """
