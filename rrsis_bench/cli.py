@@ -442,7 +442,7 @@ class JobsFailed(Exception):
 # ---------------------------------------------------------------------------------------------
 def _describe(exc: BaseException) -> str:
     """One line for an error: the message of a user error; type and message of anything else."""
-    text = " ".join(str(exc).split()) if not isinstance(exc, UsageError) else str(exc)
+    text = " ".join(str(exc).split())
     if isinstance(exc, KeyError) and exc.args:
         text = str(exc.args[0])
     if _is_user_error(exc):

@@ -126,13 +126,16 @@ def test_either_annotation_class_key_gives_the_same_samples_and_oracle(tmp_path,
     assert class_only_oracle(test)["oIoU"] == pytest.approx(100 * 940 / 1780)
 
 
-def test_annotation_without_a_class_key_names_both_keys(tmp_path):
+# An annotation without its class (the error names both keys the reader accepts) or without a segmentation.
+@pytest.mark.parametrize(("field", "message"), [("categories_id", "category_id or categories_id"),
+                                                ("segmentation", "segmentation")])
+def test_annotation_missing_a_field_is_reported(tmp_path, field, message):
     write_rrsisd_fixture(tmp_path)
     instances_path = tmp_path / "rrsisd" / "instances.json"
     instances = json.loads(instances_path.read_text())
-    del instances["annotations"][0]["categories_id"]
+    del instances["annotations"][0][field]
     instances_path.write_text(json.dumps(instances))
-    with pytest.raises(ValueError, match="category_id or categories_id"):
+    with pytest.raises(ValueError, match=message):
         RRSISDDataset(tmp_path, "train")
 
 
@@ -304,16 +307,6 @@ def test_unknown_split_lists_valid_ones(fixture_root):
 def test_name_and_one_line_description():
     assert RRSISDDataset.name == "rrsisd"
     assert RRSISDDataset.__doc__.strip().splitlines()[0]
-
-
-def test_annotation_without_segmentation_is_reported(tmp_path):
-    write_rrsisd_fixture(tmp_path)
-    instances_path = tmp_path / "rrsisd" / "instances.json"
-    instances = json.loads(instances_path.read_text())
-    del instances["annotations"][0]["segmentation"]
-    instances_path.write_text(json.dumps(instances))
-    with pytest.raises(ValueError, match="segmentation"):
-        RRSISDDataset(tmp_path, "train")
 
 
 def test_overlapping_parts_union_versus_official(fixture_root):

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from rrsis_bench.config import compose_run_config
+from rrsis_bench.data.manifest import file_sha256
 
 
 class ConvertError(ValueError):
     """The checkpoint cannot be imported into the chosen method (printed as one line by the CLI)."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def convert_official(method: str, src: str | os.PathLike, out: str | os.PathLike, *, data: str = "rrsisd",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from rich.console import Console
@@ -64,7 +63,7 @@ def text(name: str, data_overrides: list[str], split: str, method: str, out: str
     """Write what method ``method``'s text side sees for every sample of ``split`` (see
     :mod:`rrsis_bench.data.text_export`), with the data config `rrsis-bench run` would compose."""
     from rrsis_bench.config import compose_run_config
-    from rrsis_bench.data.text_export import export_expression_text, method_tokenizer
+    from rrsis_bench.data.text_export import expression_rows, method_tokenizer, write_expression_csv
     from rrsis_bench.errors import UserError
 
     config = compose_run_config([f"method={method}", f"data={name}", *data_overrides])
@@ -72,10 +71,8 @@ def text(name: str, data_overrides: list[str], split: str, method: str, out: str
         raise UserError(f"data={name} needs its folder: pass data.root=DIR (see `rrsis-bench data --help`).")
     # method_tokenizer builds the method without its visual weights; the text encoder's name decides
     # the tokenizer, so it stays as configured.
-    path = export_expression_text(config["data"], split, out or f"{name}-{split}-text.csv",
-                                  method_tokenizer(config["method"]))
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = expression_rows(config["data"], split, method_tokenizer(config["method"]))
+    path = write_expression_csv(rows, out or f"{name}-{split}-text.csv")
     with_object = sum(1 for row in rows if row["object_phrase"])
     with_position = sum(1 for row in rows if row["position_phrases"])
     console.print(f"{len(rows)} expressions of {name}/{split}: {with_object} with a ground-object phrase, "

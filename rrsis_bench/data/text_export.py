@@ -76,7 +76,11 @@ def export_expression_text(
     ``data_cfg`` is the composed data config of the run (``conf/data/<name>.yaml`` with ``root`` and
     any recipe keys applied); ``tokenizer`` is the method's tokenizer (:func:`method_tokenizer`).
     """
-    rows = expression_rows(data_cfg, split, tokenizer)
+    return write_expression_csv(expression_rows(data_cfg, split, tokenizer), out)
+
+
+def write_expression_csv(rows: list[dict[str, str]], out: str | os.PathLike) -> Path:
+    """Write rows of :func:`expression_rows` to the CSV file ``out`` (atomically); returns its path."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
