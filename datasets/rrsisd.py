@@ -95,7 +95,8 @@ class RRSISDDataset(Sequence):
     ``mask`` (bool H×W at the image's size), ``text``, ``class_name`` (the category identifier as
     ``instances.json`` spells it, e.g. ``storagetank``), ``sample_id``, ``image_id``, ``ref_id``,
     ``ann_id``, ``category_id`` (from the ref) and ``sent_id``. ``class_phrases`` maps each
-    identifier to the words expressions use for it ("storage tank").
+    identifier to the words expressions use for it ("storage tank"). ``instance_map(i)`` labels the
+    instances of a sample's class in its image (the ``instance_map`` input a method may declare).
 
     Both forms of ``instances.json`` are read: the released one (annotation class under
     ``categories_id``, category ids from 0, glued names) and the COCO one (``category_id``).
@@ -265,6 +266,22 @@ class RRSISDDataset(Sequence):
         for ann_id in self.anns_by_image_class[(ref["image_id"], category)]:
             union |= self._annotation_mask(self.annotations[ann_id], size)
         return union
+
+    def instance_map(self, index: int) -> np.ndarray:
+        """The instances of sample ``index``'s class in its image, int64 (H, W) at the image's size (as
+        :meth:`target_mask`), without decoding the image pixels: 0 where there is no instance of the
+        class, 1 on the referred object, 2..K+1 on the K other instances of the class in annotation id
+        order. Overlaps: the referred object wins (it is painted last), otherwise the later id. The
+        class is the referred annotation's, as in :meth:`class_union_mask`; ``(map > 0)`` is that mask."""
+        ref = self.ref_of(index)
+        size = self.image_size(index)
+        referred = self.annotations[ref["ann_id"]]
+        same_class = self.anns_by_image_class[(ref["image_id"], annotation_category(referred))]
+        labels = np.zeros((size[1], size[0]), dtype=np.int64)
+        for label, ann_id in enumerate(sorted(a for a in same_class if a != ref["ann_id"]), start=2):
+            labels[self._annotation_mask(self.annotations[ann_id], size)] = label
+        labels[self._annotation_mask(referred, size)] = 1
+        return labels
 
     def _annotation_mask(self, ann: dict, image_size: tuple[int, int]) -> np.ndarray:
         """Decode ``ann`` at the annotation's size, then bring it to ``image_size`` (width, height)."""

@@ -1,9 +1,10 @@
 """`rrsis-bench profile`: parameters, forward FLOPs, latency and peak memory of a method.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one forward pass of a dummy batch
-(random image, a full-length expression): it counts 2 FLOPs per multiply-add of matrix products and
-convolutions (attention included) and ignores element-wise operations. Papers that report "GFLOPs"
-for LAVT-style models usually mean multiply-adds, i.e. half of this number: both are written.
+(random image, a full-length expression, dummies of the method's declared inputs): it counts 2 FLOPs
+per multiply-add of matrix products and convolutions (attention included) and ignores element-wise
+operations. Papers that report "GFLOPs" for LAVT-style models usually mean multiply-adds, i.e. half
+of this number: both are written.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from rrsis_bench.data.inputs import declared_inputs
+from rrsis_bench.data.inputs import dummy_batch as inputs_dummy_batch
 from rrsis_bench.engine.trainer import resolve_device
 from rrsis_bench.registry import create_method
 
@@ -25,16 +29,23 @@ FLOP_CONVENTION = (
 )
 
 
-def dummy_batch(batch_size: int, image_size: int, max_tokens: int, device: torch.device) -> dict[str, Any]:
-    """A batch of the method contract's shape: random pixels, an expression using every token."""
+def dummy_batch(batch_size: int, image_size: int, max_tokens: int, device: torch.device,
+                inputs: Sequence[str] = ()) -> dict[str, Any]:
+    """A batch of the method contract's shape: random pixels, an expression using every token, the
+    fields every batch has, and the dummies of the declared ``inputs`` (a method's ``spec.inputs``)."""
     generator = torch.Generator().manual_seed(0)
     image = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
     ids = torch.randint(1000, 2000, (batch_size, max_tokens), generator=generator)
     ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP] (BERT ids; any vocabulary of 2000+ tokens works)
-    ones = torch.ones(batch_size, max_tokens, dtype=torch.long)
-    batch = {"image": image, "input_ids": ids, "attention_mask": ones, "object_mask": ones.clone(),
-             "position_mask": ones.clone(), "mask": torch.zeros(batch_size, image_size, image_size)}
-    return {k: v.to(device) for k, v in batch.items()}
+    batch = {
+        "image": image, "input_ids": ids, "attention_mask": torch.ones(batch_size, max_tokens, dtype=torch.long),
+        "mask": torch.zeros(batch_size, image_size, image_size),
+        "sample_id": [f"dummy_{i}" for i in range(batch_size)], "text": ["dummy"] * batch_size,
+        "class_name": [""] * batch_size, "weak": [False] * batch_size,
+        "index": torch.arange(batch_size),
+        **inputs_dummy_batch(inputs, batch_size, image_size, max_tokens),
+    }
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -50,7 +61,7 @@ def profile_method(name: str, *, image_size: int = 480, batch_size: int = 1, max
     model = create_method(name, **method_kwargs).to(dev).eval()
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    batch = dummy_batch(batch_size, image_size, max_tokens, dev)
+    batch = dummy_batch(batch_size, image_size, max_tokens, dev, declared_inputs(model))
     switchable = hasattr(model, "set_faithful")
     fast = getattr(model, "faithful", None)
     with torch.no_grad():

@@ -20,6 +20,7 @@ from rich.console import Console
 
 from rrsis_bench import __version__
 from rrsis_bench.data.augment import AugmentedDataset, RandomBoxes
+from rrsis_bench.data.inputs import check_inputs, declared_inputs
 from rrsis_bench.data.manifest import split_manifest
 from rrsis_bench.data.pipeline import SampleTransform, TransformedDataset, build_encoder, collate
 from rrsis_bench.data.text import ExpressionEncoder
@@ -82,7 +83,7 @@ def make_transform(model, data_cfg: dict, encode: ExpressionEncoder, *, with_gt:
     spec = model.spec
     return SampleTransform(
         encode, image_size=data_cfg["image_size"], mean=spec.mean, std=spec.std,
-        eval_size=data_cfg.get("eval_size"), with_gt=with_gt,
+        eval_size=data_cfg.get("eval_size"), with_gt=with_gt, inputs=declared_inputs(model),
     )
 
 
@@ -163,6 +164,8 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
     model = build_method(config["method"])
     raw = {key: load_split(config["data"], key) for key in ("train", "val", config["eval_split"])}
     raw["train"], weak_manifest = prepare_train_split(raw["train"], config["data"], int(config["seed"]))
+    for samples in raw.values():  # every split is fed the declared inputs: refuse now, not in epoch 1
+        check_inputs(samples, declared_inputs(model), method=config["method"]["name"], dataset=config["data"]["name"])
     encode = build_encoder(build_tokenizer(model.spec.tokenizer), config["data"], raw["train"])
     train_set = TransformedDataset(raw["train"], make_transform(model, config["data"], encode, with_gt=False))
     val_set = TransformedDataset(raw["val"], make_transform(model, config["data"], encode, with_gt=True))
@@ -384,6 +387,7 @@ def _evaluate(cfg, run_dir: Path, console: Console | None = None) -> dict | None
     if trainer_cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
     samples = load_split(config["data"], cfg.split)
+    check_inputs(samples, declared_inputs(model), method=config["method"]["name"], dataset=config["data"]["name"])
     encode = build_encoder(build_tokenizer(model.spec.tokenizer), config["data"], samples)
     dataset = TransformedDataset(samples, make_transform(model, config["data"], encode, with_gt=True))
     loader = build_eval_loader(dataset, trainer_cfg["eval_batch_size"], trainer_cfg["num_workers"], collate)

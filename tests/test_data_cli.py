@@ -94,7 +94,7 @@ def _training_batch(data_cfg: dict, split: str, tokenizer: str) -> dict:
     if split == "train":
         samples, _ = prepare_train_split(samples, data_cfg, seed=0)
     encode = build_encoder(build_tokenizer(tokenizer), data_cfg, samples)
-    model = SimpleNamespace(spec=MethodSpec(tokenizer=tokenizer))
+    model = SimpleNamespace(spec=MethodSpec(tokenizer=tokenizer, inputs=("object_mask", "position_mask")))
     dataset = TransformedDataset(samples, make_transform(model, {**data_cfg, "image_size": 16}, encode, with_gt=False))
     return collate([dataset[i] for i in range(len(dataset))])
 

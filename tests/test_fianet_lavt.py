@@ -142,7 +142,7 @@ def test_fianet_uses_three_text_passes_with_the_three_masks():
     model = create_test_fianet().eval()
     seen = []
     original = model.text.forward
-    model.text.forward = lambda ids, mask: (seen.append(mask.clone()), original(ids, mask))[1]
+    model.text.forward = lambda ids, mask, embeds=None: (seen.append(mask.clone()), original(ids, mask, embeds))[1]
     batch = make_batch()
     with torch.no_grad():
         model(batch)

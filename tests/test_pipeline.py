@@ -52,7 +52,7 @@ def test_empty_text_is_an_error(tokenize, text):
 
 def test_transform_shapes_normalization_and_gt(tokenize):
     transform = SampleTransform(tokenize, image_size=8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
-                                eval_size=None, with_gt=True)
+                                eval_size=None, with_gt=True, inputs=("object_mask", "position_mask"))
     out = transform(sample())
     assert out["image"].shape == (3, 8, 8)
     assert torch.allclose(out["image"], torch.full((3, 8, 8), (128 / 255 - 0.5) / 0.25), atol=1e-6)

@@ -84,3 +84,24 @@ def test_run_help_lists_plugin_methods(plugin_site, tmp_path):
     line = next(line for line in result.stdout.splitlines() if line.strip().startswith("example_film"))
     assert "rrsis-bench-example-plugin" in line
     assert any(line.strip().startswith("fianet_lite") for line in result.stdout.splitlines())
+
+
+def test_plugin_passes_the_conformance_check(plugin_site, tmp_path):
+    """rrsis_bench.testing.check_method runs every check on the installed plugin (its encode_text reads
+    inputs_embeds), and the plugin's own one-line test (what the plugin README tells authors to write)
+    passes against the installed plugin."""
+    env = {**os.environ, "PYTHONPATH": str(plugin_site)}
+    report = subprocess.run(
+        [sys.executable, "-c", "import json; from rrsis_bench.testing import check_method; "
+         "r = check_method('example_film'); print(json.dumps([r.passed, r.skipped, r.notes]))"],
+        env=env, cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert report.returncode == 0, report.stdout + report.stderr
+    passed, skipped, notes = json.loads(report.stdout.splitlines()[-1])
+    assert passed == ["builds", "forward", "loss", "gradients", "param_groups", "text_interface", "state_dict"]
+    assert skipped == [] and notes == []
+    own_test = REPO / "examples" / "plugin" / "tests" / "test_conformance.py"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(own_test)],
+                            env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout

@@ -39,8 +39,8 @@ def test_builtins_are_registered_through_entry_points():
     entry = R.METHODS.entry("baseline")
     assert entry.source_dist == "rrsis-bench"
     assert entry.target == "rrsis_bench.methods.baseline:create_baseline"
-    assert rrsis_bench.list_methods("test_*") == ["test_baseline", "test_fianet", "test_lavt"]
-    assert {"fianet", "fianet_lite", "lavt"} <= set(rrsis_bench.list_methods())
+    assert rrsis_bench.list_methods("test_*") == ["test_alignformer", "test_baseline", "test_fianet", "test_lavt"]
+    assert {"alignformer", "alignformer_lite", "fianet", "fianet_lite", "lavt"} <= set(rrsis_bench.list_methods())
 
 
 def test_create_method_builds_a_module():

@@ -88,9 +88,15 @@ class LanguageFPNBaseline(RRSISMethod):
             if block is None or int(block) < frozen_stages:
                 param.requires_grad_(False)
 
+    def encode_text(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Token features of the expression (``context``, with ``context_mask``): from ``inputs_embeds``
+        when the batch has them (a training strategy's injected vectors), else from ``input_ids``."""
+        mask = batch["attention_mask"]
+        return {"context": self.text(batch.get("input_ids"), mask, batch.get("inputs_embeds")), "context_mask": mask}
+
     def forward(self, batch: dict) -> torch.Tensor:
         image = batch["image"]
-        words = self.text(batch["input_ids"], batch["attention_mask"])
+        words = self.encode_text(batch)["context"]
         features = self.backbone(image)
         fine, features = (features[:1], features[1:]) if self.fine_level else ([], features)
         fused = [fusion(f, words, batch["attention_mask"]) for fusion, f in zip(self.fusions, features, strict=True)]

@@ -26,6 +26,7 @@ the position branch off OPAB is the gated object attention alone.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
@@ -224,15 +225,18 @@ class FIANet(InterleavedFusionModel):
                                                     coordinates=coordinates, faithful=faithful)
                      if tmem and num_tmem > 0 else None)
         self.object_branch, self.position_branch = object_branch, position_branch
+        # The token masks of the ground-object and spatial-position words, for the branches that are on.
+        needs = (("object_mask",) if object_branch else ()) + (("position_mask",) if position_branch else ())
+        self.spec = dataclasses.replace(self.spec, inputs=needs)
         self.init_new_layers()
 
     def encode_text(self, batch: dict) -> dict[str, torch.Tensor]:
-        ids, full = batch["input_ids"], batch["attention_mask"]
-        text = {"context": self.text(ids, full), "context_mask": full}
+        full = batch["attention_mask"]
+        text = {"context": self.words(batch, full), "context_mask": full}
         if self.object_branch:
-            text["object"], text["object_mask"] = self.text(ids, batch["object_mask"]), batch["object_mask"]
+            text["object"], text["object_mask"] = self.words(batch, batch["object_mask"]), batch["object_mask"]
         if self.position_branch:
-            text["position"], text["position_mask"] = self.text(ids, batch["position_mask"]), batch["position_mask"]
+            text["position"], text["position_mask"] = self.words(batch, batch["position_mask"]), batch["position_mask"]
         return text
 
     def fuse_stage(self, index, tokens, size, text, need_stream):

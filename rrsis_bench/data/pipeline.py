@@ -3,10 +3,12 @@
 Train and eval share one transform: resize the image to ``image_size``² (bilinear, aspect ratio not
 kept, as the RRSIS recipes do), normalize with the method's mean/std, resize the target mask with
 nearest neighbour, and encode the expression with :class:`~rrsis_bench.data.text.ExpressionEncoder`
-(token ids and attention mask to ``max_tokens``, plus the ground-object and spatial-position token
-masks that FIANet-style methods use). :func:`build_encoder` is the one place that builds that encoder
-from a data config: training, evaluation and ``rrsis-bench data text`` all go through it, so what a
-user inspects is what the model is fed. Eval batches also carry the ground
+(token ids and attention mask to ``max_tokens``). Beyond the fields every batch has, a transform
+builds exactly the inputs the method declares in ``spec.inputs`` (:mod:`rrsis_bench.data.inputs`:
+FIANet's ground-object and spatial-position token masks, an instance map, ids, or a raw-sample key),
+and :func:`collate` batches whatever it is given. :func:`build_encoder` is the one place that builds
+the expression encoder from a data config: training, evaluation and ``rrsis-bench data text`` all go
+through it, so what a user inspects is what the model is fed. Eval batches also carry the ground
 truth at the scoring resolution (``eval_size``² nearest-resized, or the native size when
 ``eval_size`` is None) so predictions are scored exactly as the protocol says.
 """
@@ -21,13 +23,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from rrsis_bench.data.inputs import RawItem, build_input, input_names
 from rrsis_bench.data.manifest import sample_metadata
 from rrsis_bench.data.text import ExpressionEncoder
 from rrsis_bench.masks import resize_mask
 
 
 class SampleTransform:
-    """Raw sample → dict of tensors (see the module docstring)."""
+    """Raw sample → dict of tensors (see the module docstring); ``inputs`` are the method's declared
+    extra inputs (``spec.inputs``), built in that order after the fields every batch has."""
 
     def __init__(
         self,
@@ -38,6 +42,7 @@ class SampleTransform:
         std: Sequence[float],
         eval_size: int | None = None,
         with_gt: bool = False,
+        inputs: Sequence[str] = (),
     ) -> None:
         self.encode = encode
         self.image_size = int(image_size)
@@ -45,8 +50,12 @@ class SampleTransform:
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.eval_size = eval_size
         self.with_gt = with_gt
+        self.inputs = input_names(inputs)
 
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, sample: dict[str, Any], *, source: Sequence[dict] | None = None,
+                 index: int | None = None) -> dict[str, Any]:
+        """Transform ``sample``; ``source``/``index`` say where it came from (``source[index]``), which
+        dataset-provided inputs such as ``instance_map`` need."""
         size = (self.image_size, self.image_size)
         image = sample["image"].convert("RGB").resize(size, Image.BILINEAR)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
@@ -62,8 +71,6 @@ class SampleTransform:
             "mask": torch.from_numpy(resize_mask(mask, size).astype(np.float32)),
             "input_ids": torch.tensor(text.input_ids, dtype=torch.long),
             "attention_mask": torch.tensor(text.attention_mask, dtype=torch.long),
-            "object_mask": torch.tensor(text.object_mask, dtype=torch.long),
-            "position_mask": torch.tensor(text.position_mask, dtype=torch.long),
             "sample_id": str(sample["sample_id"]),
             "text": sample["text"],
             "class_name": sample.get("class_name", ""),
@@ -72,6 +79,9 @@ class SampleTransform:
         if self.with_gt:
             gt = mask if self.eval_size is None else resize_mask(mask, (self.eval_size, self.eval_size))
             out["gt_mask"] = torch.from_numpy(gt.copy())
+        item = RawItem(sample, text, source, index)
+        for name in self.inputs:
+            out[name] = build_input(name, item, self.image_size)
         return out
 
 
@@ -91,22 +101,27 @@ class TransformedDataset(Dataset):
             self.samples.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.transform(self.samples[index])
+        item = self.transform(self.samples[index], source=self.samples, index=index)
         item["index"] = index
         return item
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors of equal shape; keep strings and variable-size ground truths as lists."""
+    """Batch transformed items key by key: tensors are stacked (they must have one shape), ``index``
+    becomes a long tensor, ``gt_mask`` (native sizes may differ) and everything else stay lists."""
     batch: dict[str, Any] = {}
     for key in items[0]:
         values = [item[key] for item in items]
         if key == "gt_mask":
-            batch[key] = values  # native sizes may differ between samples
-        elif isinstance(values[0], torch.Tensor):
-            batch[key] = torch.stack(values)
+            batch[key] = values
         elif key == "index":
             batch[key] = torch.tensor(values, dtype=torch.long)
+        elif isinstance(values[0], torch.Tensor):
+            shapes = sorted({tuple(value.shape) for value in values})
+            if len(shapes) > 1:
+                raise ValueError(f"Cannot batch {key!r}: its items have shapes {shapes}; a batched input must "
+                                 "have one shape per item (maps are resized to the image size).")
+            batch[key] = torch.stack(values)
         else:
             batch[key] = values
     return batch

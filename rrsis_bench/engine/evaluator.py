@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from rrsis_bench.engine import distributed as D
+from rrsis_bench.method import logits_of
 from rrsis_bench.metrics import RRSISMetric
 
 
@@ -73,7 +74,7 @@ def iter_predictions(model, loader: DataLoader, device: torch.device, *, amp: bo
             break
         batch = to_device(batch, device, channels_last)
         with torch.no_grad(), autocast(device, amp):
-            logits = model(batch)
+            logits = logits_of(model(batch))
         preds = [binarize_at(logits[i], gt.shape[-2:]) for i, gt in enumerate(batch["gt_mask"])]
         seen += len(preds)
         yield batch, preds

@@ -360,8 +360,8 @@ class Trainer:
                     last_micro = micro == s.accumulate - 1
                     sync = D.is_distributed() and not last_micro
                     with (self.wrapped.no_sync() if sync else contextlib.nullcontext()), autocast(self.device, self.amp):
-                        logits = self.wrapped(batch)
-                        terms = self.model.loss(logits, batch)
+                        output = self.wrapped(batch)  # bare logits or a MethodOutput: the method's loss reads it
+                        terms = self.model.loss(output, batch)
                         loss = terms["loss"] / s.accumulate
                     if not torch.isfinite(loss):
                         raise FloatingPointError(

@@ -57,6 +57,9 @@ class InterleavedFusionModel(RRSISMethod):
 
     paper: str = ""
     code_url: str = ""
+    # Parameters (by name fragment) a subclass adds that take no weight decay wherever they sit
+    # (LayerScale vectors, scalar biases); the official LAVT/FIANet groups have none.
+    extra_no_decay_keys: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -102,7 +105,7 @@ class InterleavedFusionModel(RRSISMethod):
             stage.requires_grad_(False)
         channels = self.backbone.channels
         self.stage_norms = nn.ModuleList(nn.LayerNorm(c) for c in channels)
-        self.decoder = LAVTDecoder(channels, decoder_hidden)
+        self.decoder = self.make_decoder(channels, decoder_hidden)
         self.faithful = faithful
         if loss not in LOSSES:
             choices = "; ".join(f"{name!r} ({what})" for name, what in LOSSES.items())
@@ -135,12 +138,16 @@ class InterleavedFusionModel(RRSISMethod):
 
     # -- what a subclass defines -------------------------------------------------------------
     def encode_text(self, batch: dict) -> dict[str, torch.Tensor]:
-        words = self.text(batch["input_ids"], batch["attention_mask"])
-        return {"context": words, "context_mask": batch["attention_mask"]}
+        """The text features the stages, the enhancement and the decoder read (a dict; LAVT: the
+        token features ``context`` and their mask ``context_mask``). Reads ``inputs_embeds`` in place
+        of ``input_ids`` when the batch has them (see :meth:`words`)."""
+        return {"context": self.words(batch, batch["attention_mask"]), "context_mask": batch["attention_mask"]}
 
     def fuse_stage(self, index: int, tokens: torch.Tensor, size: tuple[int, int], text: dict,
-                   need_stream: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return (skip tokens for the decoder, fused tokens for the next stage or None)."""
+                   need_stream: bool) -> tuple:
+        """Return ``(skip tokens for the decoder, fused tokens for the next stage or None)``, or
+        ``(skip, stream, text)`` to hand updated text features (a dict like :meth:`encode_text`'s) to
+        the later stages, the enhancement and the decoder: language refined by vision."""
         raise NotImplementedError
 
     def enhance(self, maps: list[torch.Tensor], text: dict) -> list[torch.Tensor]:
@@ -154,24 +161,41 @@ class InterleavedFusionModel(RRSISMethod):
         """Modules declared for the official layout and never called."""
         return []
 
+    def make_decoder(self, channels: list[int], hidden: int) -> nn.Module:
+        """The decoder from the stage maps (finest first) to the output; LAVT's by default."""
+        return LAVTDecoder(channels, hidden)
+
     # -- shared --------------------------------------------------------------------------------
-    def forward(self, batch: dict) -> torch.Tensor:
-        image = batch["image"]
+    def words(self, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+        """Token features of the batch's expression seen through ``mask``: from ``inputs_embeds`` when
+        the batch has them (a training strategy's injected vectors), else from ``input_ids``."""
+        return self.text(batch.get("input_ids"), mask, batch.get("inputs_embeds"))
+
+    def encode(self, batch: dict) -> tuple[list[torch.Tensor], dict]:
+        """Run the staged backbone with language fused after every stage; returns the normalised
+        stage maps (finest first, NCHW) after :meth:`enhance`, and the text features as the last stage
+        left them."""
         text = self.encode_text(batch)
-        x = self.backbone.stem(image)
+        x = self.backbone.stem(batch["image"])
         maps = []
         last = self.backbone.num_stages - 1
         for i in range(self.backbone.num_stages):
             x = self.backbone.run_stage(i, x)
             tokens, size = self.backbone.to_tokens(x)
-            skip, stream = self.fuse_stage(i, tokens, size, text, need_stream=i < last or self.faithful)
+            fused = self.fuse_stage(i, tokens, size, text, need_stream=i < last or self.faithful)
+            skip, stream = fused[0], fused[1]
+            if len(fused) == 3:
+                text = fused[2]
             skip = self.stage_norms[i](skip)
             maps.append(skip.transpose(1, 2).reshape(skip.shape[0], -1, *size))
             if i < last:
                 x = self.backbone.from_tokens(stream, size)
-        maps = self.enhance(maps, text)
+        return self.enhance(maps, text), text
+
+    def forward(self, batch: dict):
+        maps, _ = self.encode(batch)
         logits = self.decoder(maps)
-        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
+        return F.interpolate(logits, size=batch["image"].shape[-2:], mode="bilinear", align_corners=True)
 
     def loss(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         if self.loss_name == "official":
@@ -189,7 +213,9 @@ class InterleavedFusionModel(RRSISMethod):
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            if name.startswith("text."):
+            if any(key in name for key in self.extra_no_decay_keys):
+                no_decay.append(param)
+            elif name.startswith("text."):
                 text.append(param)
             elif name.startswith("decoder.classifier."):
                 head.append(param)

@@ -54,6 +54,12 @@ def build_tokenizer(name: str):
         ) from exc
 
 
+def text_inputs(batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(input_ids, inputs_embeds)`` of a batch: the embeddings are None unless a training strategy put
+    ``inputs_embeds`` in the batch (see :meth:`TextEncoder.forward`)."""
+    return batch.get("input_ids"), batch.get("inputs_embeds")
+
+
 class TextEncoder(nn.Module):
     """Token features ``(B, L, D)`` from a transformers encoder.
 
@@ -120,10 +126,33 @@ class TextEncoder(nn.Module):
     def frozen(self) -> bool:
         return not any(p.requires_grad for p in self.model.parameters())
 
-    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The word embeddings ``(B, L, E)`` of ``input_ids``: what ``inputs_embeds`` replaces (position
+        and token-type embeddings are added inside the encoder, for ids and embeddings alike)."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    @property
+    def embed_dim(self) -> int:
+        """Width ``E`` of the word embeddings (``inputs_embeds``); the hidden size for BERT-style encoders."""
+        return int(self.model.get_input_embeddings().embedding_dim)
+
+    def _encode(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        if inputs_embeds is not None:
+            return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Token features ``(B, L, D)`` of ``input_ids`` or, when given, of ``inputs_embeds`` (B, L, E):
+        word embeddings standing in for the ids' own (e.g. learned prompt vectors a training strategy
+        writes into PAD positions). ``attention_mask`` says which positions are seen either way.
+
+        Embeddings bypass the memo of a frozen encoder (the memo is keyed by token ids, which say
+        nothing about injected vectors) and keep their autograd graph, so a loss reaches the
+        vectors through a frozen encoder."""
+        if inputs_embeds is not None:
+            return self._encode(None, attention_mask, inputs_embeds)
         if not self.frozen:
             return self._encode(input_ids, attention_mask)
         keys = [tuple(row) for row in torch.cat([input_ids, attention_mask], dim=1).tolist()]

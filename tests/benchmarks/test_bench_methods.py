@@ -20,7 +20,7 @@ def test_bench_fianet_lite_train_step(benchmark, channels_last):
     in channels-last memory format (`trainer.channels_last=true`, the default) and contiguous."""
     torch.manual_seed(0)
     model = create_fianet_lite().train()
-    batch = dummy_batch(8, 128, 20, torch.device("cpu"))
+    batch = dummy_batch(8, 128, 20, torch.device("cpu"), model.spec.inputs)
     batch["mask"] = (torch.rand(8, 128, 128) > 0.8).float()
     batch = to_device(batch, torch.device("cpu"), channels_last)  # as the trainer feeds it
     if channels_last:
@@ -42,7 +42,7 @@ def test_bench_fianet_faithful_forward_480(benchmark):
     """Inference of the faithful FIANet (Swin-B + BERT-base, num_tmem 3, random init) on one 480x480 image."""
     torch.manual_seed(0)
     model = create_fianet(pretrained=False, text_pretrained=False).eval()
-    batch = dummy_batch(1, 480, 20, torch.device("cpu"))
+    batch = dummy_batch(1, 480, 20, torch.device("cpu"), model.spec.inputs)
 
     def forward():
         with torch.no_grad():

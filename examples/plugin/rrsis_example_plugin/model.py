@@ -2,6 +2,8 @@
 
 It encodes the image with a few strided convolutions, modulates the features with the sentence
 (FiLM from the mean word feature), decodes to one logit and trains with rrsis-bench's BCE + Dice.
+Its text path is exposed (``encode_text``, ``inputs_embeds``), so training strategies can prompt it;
+``tests/test_conformance.py`` checks the whole contract with ``rrsis_bench.testing.check_method``.
 """
 
 from __future__ import annotations
@@ -32,16 +34,21 @@ class ExampleFiLM(RRSISMethod):
         self.head = nn.Conv2d(2 * width, 1, 1)
         self.spec = MethodSpec(tokenizer=MINILM)
 
+    def encode_text(self, batch: dict) -> torch.Tensor:
+        """Word features (B, L, D): from ``inputs_embeds`` when a training strategy put them in the batch
+        (injected word embeddings, e.g. learned prompts), else from ``input_ids``."""
+        return self.text(batch["input_ids"], batch["attention_mask"], batch.get("inputs_embeds"))
+
     def forward(self, batch: dict) -> torch.Tensor:
-        words = self.text(batch["input_ids"], batch["attention_mask"])
+        words = self.encode_text(batch)
         scale, shift = self.film(masked_mean(words, batch["attention_mask"])).chunk(2, dim=-1)
         features = self.encoder(batch["image"])
         features = features * (1 + scale[..., None, None]) + shift[..., None, None]
         logits = self.head(F.relu(features))
         return F.interpolate(logits, size=batch["image"].shape[-2:], mode="bilinear", align_corners=False)
 
-    def loss(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        return bce_dice_loss(logits, batch["mask"])
+    def loss(self, output: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        return bce_dice_loss(output, batch["mask"])
 
 
 def create_example_film(**kwargs) -> ExampleFiLM:
