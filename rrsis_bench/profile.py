@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from rrsis_bench.data.inputs import declared_inputs
 from rrsis_bench.data.inputs import dummy_batch as inputs_dummy_batch
 from rrsis_bench.engine.trainer import resolve_device
+from rrsis_bench.method import logits_of
 from rrsis_bench.registry import create_method
 
 FLOP_CONVENTION = (
@@ -71,7 +72,7 @@ def profile_method(name: str, *, image_size: int = 480, batch_size: int = 1, max
             model.set_faithful(True)
         counter = FlopCounterMode(display=False)
         with counter:
-            logits = model(batch)
+            logits = logits_of(model(batch))
         flops = int(counter.get_total_flops())
         if switchable:
             model.set_faithful(fast)

@@ -217,3 +217,15 @@ def test_recipes_follow_the_lavt_family_and_refsegrs_needs_no_instances():
     assert (rrsisd.data.image_size, rrsisd.data.eval_size, rrsisd.data.max_tokens) == (480, 480, 22)
     lite = _compose("method=alignformer_lite")
     assert lite.trainer == _compose().trainer  # same budget as the embedded default (8 epochs)
+
+
+def test_faithful_path_gives_the_same_outputs():
+    """`faithful=true` (explicit attention products, what `profile` counts) computes the same function."""
+    model = build().eval()
+    batch = make_batch()
+    with torch.no_grad():
+        fast = model(batch).logits
+        model.set_faithful(True)
+        assert all(m.faithful for m in model.modules() if getattr(m, "has_faithful_path", False))
+        slow = model(batch).logits
+    assert torch.allclose(fast, slow, atol=1e-5)

@@ -68,6 +68,15 @@ def test_profile_of_an_interleaved_method_counts_flops_on_the_faithful_path(tmp_
     assert result["params"] == sum(p.numel() for p in fast.parameters())
 
 
+@pytest.mark.parametrize("name", rrsis_bench.list_methods("test_*"))
+def test_profile_runs_for_every_test_method(name, tmp_path):
+    """Every method profiles, whether its forward returns bare logits or a MethodOutput."""
+    out = tmp_path / "p.json"
+    assert main(["profile", f"method={name}", "image_size=64", "repeats=1", f"out={out}"]) == 0
+    result = json.loads(out.read_text())
+    assert result["output_shape"] == [1, 1, 64, 64] and result["flops"] > 0
+
+
 @pytest.mark.slow
 def test_faithful_models_match_the_official_flops_at_480():
     """Forward FLOPs at 480x480, batch 1, 20 tokens, counted from the official models: LAVT

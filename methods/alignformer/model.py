@@ -56,6 +56,9 @@ class PixelToText(nn.Module):
     """Words attend to pixels: ``words + scale * Attention(LN(words), LN(pixels))`` then a LayerScale'd
     MLP; ``scale`` is a per-channel LayerScale vector starting at ``layer_scale`` (0.1).
 
+    ``faithful`` computes the attention as written (explicit product and softmax, which FLOP counters
+    see) instead of ``F.scaled_dot_product_attention``; the outputs are the same.
+
     The keys and values are the pixels average-pooled to at most ``grid`` x ``grid`` cells (the
     spatial-reduction attention of PVT): a word needs the layout of the image, not every pixel of a
     stride-4 map, and the finest maps would otherwise cost most of the training step. With
@@ -63,13 +66,14 @@ class PixelToText(nn.Module):
     """
 
     def __init__(self, text_dim: int, visual_dim: int, *, heads: int = 8, key_extra: int = 0,
-                 layer_scale: float = 0.1, grid: int = 30) -> None:
+                 layer_scale: float = 0.1, grid: int = 30, faithful: bool = False) -> None:
         super().__init__()
+        self.has_faithful_path = True  # InterleavedFusionModel.set_faithful switches it
         if text_dim % heads:
             raise ValueError(f"The text width {text_dim} must be divisible by pixel_to_text_heads={heads}.")
         if grid < 1:
             raise ValueError(f"method.pixel_to_text_grid must be at least 1, got {grid}.")
-        self.heads, self.key_extra, self.grid = heads, key_extra, grid
+        self.heads, self.key_extra, self.grid, self.faithful = heads, key_extra, grid, faithful
         self.norm_words = nn.LayerNorm(text_dim)
         self.norm_pixels = nn.LayerNorm(visual_dim)
         self.query = nn.Linear(text_dim, text_dim)
@@ -98,7 +102,11 @@ class PixelToText(nn.Module):
         q = self.query(self.norm_words(words)).view(b, length, h, -1).transpose(1, 2)
         k = self.key(keys_in).view(b, n, h, -1).transpose(1, 2)
         v = self.value(normed).view(b, n, h, -1).transpose(1, 2)
-        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, length, dim)
+        if self.faithful:
+            attended = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(dim=-1) @ v
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v)
+        attended = attended.transpose(1, 2).reshape(b, length, dim)
         words = words + self.attention_layer_scale * self.out(attended)
         return words + self.mlp_layer_scale * self.mlp(self.norm_mlp(words))
 
@@ -122,7 +130,7 @@ class VLBA(nn.Module):
                               if text_to_pixel else None)
         self.gate = LanguageGate(dim) if text_to_pixel else None
         self.pixel_to_text = (PixelToText(text_dim, dim, heads=pixel_to_text_heads, key_extra=extra,
-                                          layer_scale=layer_scale, grid=pixel_to_text_grid)
+                                          layer_scale=layer_scale, grid=pixel_to_text_grid, faithful=faithful)
                               if pixel_to_text else None)
 
     def forward(self, tokens: torch.Tensor, size: tuple[int, int], words: torch.Tensor, word_mask: torch.Tensor,

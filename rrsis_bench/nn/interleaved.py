@@ -124,7 +124,7 @@ class InterleavedFusionModel(RRSISMethod):
         """Switch between the fast and the faithful computation (same weights, same outputs)."""
         self.faithful = faithful
         for module in self.modules():
-            if isinstance(module, LanguageAttention):
+            if isinstance(module, LanguageAttention) or getattr(module, "has_faithful_path", False):
                 module.faithful = faithful
 
     def init_new_layers(self) -> None:
