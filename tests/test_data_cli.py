@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from data.rrsisd_fixture import write_rrsisd_fixture
+from data.rrsisd_fixture import FIXTURE_WARNINGS, write_rrsisd_fixture
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from rrsis_bench.datasets.rrsisd import RRSISDDataset
@@ -24,10 +24,7 @@ from rrsis_bench.method import MethodSpec
 from rrsis_bench.nn.text import build_tokenizer
 from rrsis_bench.tasks import load_split, make_transform, prepare_train_split
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),  # pycocotools vs numpy 2
-    pytest.mark.filterwarnings("ignore:.*annotation says:UserWarning"),  # the fixture's mismatched image
-]
+pytestmark = FIXTURE_WARNINGS
 
 
 def test_verify_lists_problems_and_writes_manifests(synthetic_root, tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import SMALL_SYNTHETIC, exit_code, one_line
 from data.refsegrs_fixture import write_refsegrs_fixture
-from data.rrsisd_fixture import write_rrsisd_fixture
+from data.rrsisd_fixture import FIXTURE_WARNINGS, write_rrsisd_fixture
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from PIL import Image
@@ -39,12 +39,7 @@ from rrsis_bench.nn.text import build_tokenizer
 from rrsis_bench.profile import dummy_batch as profile_batch
 from rrsis_bench.registry import create_method
 
-pytestmark = [
-    # pycocotools (2.0.x) trips numpy 2's `__array__(copy=...)` deprecation inside its own decode.
-    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
-    # The RRSIS-D fixture's 80×80 test image is annotated at 40×40 on purpose.
-    pytest.mark.filterwarnings("ignore:.*annotation says:UserWarning"),
-]
+pytestmark = FIXTURE_WARNINGS
 
 ALWAYS = {"image", "mask", "input_ids", "attention_mask", "sample_id", "text", "class_name", "weak"}
 
@@ -264,15 +259,20 @@ def test_declared_inputs_are_checked():
         input_names(("mask",))
 
 
-def test_run_refuses_a_method_whose_inputs_the_dataset_lacks(tmp_path, monkeypatch, capsys):
-    write_refsegrs_fixture(tmp_path / "data")
+def _declaring(inputs: tuple[str, ...]):
+    """A stand-in for tasks.build_method whose method also declares ``inputs``."""
 
-    def needs_instances(method_cfg):
+    def build(method_cfg):
         model = create_method(method_cfg["name"], **tasks.method_kwargs(method_cfg))
-        model.spec = dataclasses.replace(model.spec, inputs=("instance_map",))
+        model.spec = dataclasses.replace(model.spec, inputs=inputs)
         return model
 
-    monkeypatch.setattr(tasks, "build_method", needs_instances)
+    return build
+
+
+def test_run_refuses_a_method_whose_inputs_the_dataset_lacks(tmp_path, monkeypatch, capsys):
+    write_refsegrs_fixture(tmp_path / "data")
+    monkeypatch.setattr(tasks, "build_method", _declaring(("instance_map",)))
     run_dir = tmp_path / "run"
     args = ["run", "method=test_baseline", "data=refsegrs", f"data.root={tmp_path / 'data'}", "trainer=debug",
             f"hydra.run.dir={run_dir}"]
@@ -291,13 +291,7 @@ def test_eval_refuses_a_method_whose_inputs_the_split_lacks(tmp_path, monkeypatc
     config_file.write_text(OmegaConf.to_yaml(run_config))
     monkeypatch.setattr(tasks, "resolve_checkpoint", lambda path: (tmp_path / "weights", config_file))
     monkeypatch.setattr(tasks.ckpt, "load_weights", lambda *args, **kwargs: None)  # random init will do
-
-    def needs_category(method_cfg):
-        model = create_method(method_cfg["name"], **tasks.method_kwargs(method_cfg))
-        model.spec = dataclasses.replace(model.spec, inputs=("category_id",))
-        return model
-
-    monkeypatch.setattr(tasks, "build_method", needs_category)
+    monkeypatch.setattr(tasks, "build_method", _declaring(("category_id",)))
     run_dir = tmp_path / "eval"
     assert exit_code(["eval", f"checkpoint={tmp_path}", "split=test", f"hydra.run.dir={run_dir}"]) != 0
     assert ("Method 'test_baseline' needs the per-sample input 'category_id', which dataset 'refsegrs' cannot "

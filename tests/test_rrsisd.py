@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data.rrsisd_fixture import RELEASED_NAMES, write_rrsisd_fixture
+from data.rrsisd_fixture import FIXTURE_WARNINGS, RELEASED_NAMES, write_rrsisd_fixture
 from PIL import Image
 from pycocotools import mask as coco_mask
 from rrsis_bench.datasets.rrsisd import (
@@ -27,12 +27,7 @@ from rrsis_bench.masks import mask_bbox
 from rrsis_bench.nn.text import build_tokenizer
 from rrsis_bench.results.oracle import class_only_oracle
 
-pytestmark = [
-    # pycocotools (2.0.x) trips numpy 2's `__array__(copy=...)` deprecation inside its own decode.
-    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
-    # The fixture's 80×80 test image is annotated at 40×40 on purpose; the warning has its own test.
-    pytest.mark.filterwarnings("ignore:.*annotation says:UserWarning"),
-]
+pytestmark = FIXTURE_WARNINGS
 
 
 @pytest.fixture(scope="module")

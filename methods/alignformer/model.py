@@ -42,7 +42,13 @@ from torch import nn
 from rrsis_bench.method import MethodOutput
 from rrsis_bench.nn.fusion import masked_mean
 from rrsis_bench.nn.interleaved import TINY_SWIN, InterleavedFusionModel
-from rrsis_bench.nn.lavt import LanguageGate, PixelWordAttention, coordinate_tokens
+from rrsis_bench.nn.lavt import (
+    LanguageGate,
+    PixelWordAttention,
+    coordinate_tokens,
+    top_down_levels,
+    top_down_step,
+)
 from rrsis_bench.nn.text import MINILM, TINY_TEXT_CONFIG
 
 from .losses import AMBIGUITY_RULES, instance_contrastive_loss
@@ -65,10 +71,11 @@ class PixelToText(nn.Module):
     ``key_extra`` = 2 the keys also see each cell's (x, y) centre.
     """
 
+    has_faithful_path = True  # InterleavedFusionModel.set_faithful switches it
+
     def __init__(self, text_dim: int, visual_dim: int, *, heads: int = 8, key_extra: int = 0,
                  layer_scale: float = 0.1, grid: int = 30, faithful: bool = False) -> None:
         super().__init__()
-        self.has_faithful_path = True  # InterleavedFusionModel.set_faithful switches it
         if text_dim % heads:
             raise ValueError(f"The text width {text_dim} must be divisible by pixel_to_text_heads={heads}.")
         if grid < 1:
@@ -145,10 +152,6 @@ class VLBA(nn.Module):
         return attended, stream, refined
 
 
-def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU())
-
-
 class AlignDecoder(nn.Module):
     """LAVT's top-down decoder with a :class:`VLBA` after each level (when ``vlba_options`` is given),
     ending in a 1x1 conv to ``embed_dim``-d pixel embeddings at the finest map's resolution."""
@@ -156,22 +159,16 @@ class AlignDecoder(nn.Module):
     def __init__(self, channels: Sequence[int], hidden: int, embed_dim: int, text_dim: int,
                  vlba_options: Mapping | None) -> None:
         super().__init__()
-        *finer, coarsest = channels
-        self.levels = nn.ModuleList()
-        previous = coarsest
-        for ch in reversed(finer):
-            self.levels.append(nn.Sequential(_conv_bn_relu(previous + ch, hidden), _conv_bn_relu(hidden, hidden)))
-            previous = hidden
+        self.levels, width = top_down_levels(channels, hidden)
         self.vlba = (nn.ModuleList(VLBA(hidden, text_dim, **vlba_options) for _ in self.levels)
                      if vlba_options is not None else None)
-        self.embed = nn.Conv2d(previous, embed_dim, 1)
+        self.embed = nn.Conv2d(width, embed_dim, 1)
 
     def forward(self, maps: list[torch.Tensor], words: torch.Tensor,
                 word_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         *finer, x = maps
         for i, (level, skip) in enumerate(zip(self.levels, reversed(finer), strict=True)):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
-            x = level(torch.cat([x, skip], dim=1))
+            x = top_down_step(level, x, skip)
             if self.vlba is not None:
                 b, c, h, w = x.shape
                 tokens = x.flatten(2).transpose(1, 2)

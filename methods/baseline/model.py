@@ -92,7 +92,7 @@ class LanguageFPNBaseline(RRSISMethod):
         """Token features of the expression (``context``, with ``context_mask``): from ``inputs_embeds``
         when the batch has them (a training strategy's injected vectors), else from ``input_ids``."""
         mask = batch["attention_mask"]
-        return {"context": self.text(batch.get("input_ids"), mask, batch.get("inputs_embeds")), "context_mask": mask}
+        return {"context": self.text.encode_batch(batch, mask), "context_mask": mask}
 
     def forward(self, batch: dict) -> torch.Tensor:
         image = batch["image"]

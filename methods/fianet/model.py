@@ -232,11 +232,11 @@ class FIANet(InterleavedFusionModel):
 
     def encode_text(self, batch: dict) -> dict[str, torch.Tensor]:
         full = batch["attention_mask"]
-        text = {"context": self.words(batch, full), "context_mask": full}
+        text = {"context": self.text.encode_batch(batch, full), "context_mask": full}
         if self.object_branch:
-            text["object"], text["object_mask"] = self.words(batch, batch["object_mask"]), batch["object_mask"]
+            text["object"], text["object_mask"] = self.text.encode_batch(batch, batch["object_mask"]), batch["object_mask"]
         if self.position_branch:
-            text["position"], text["position_mask"] = self.words(batch, batch["position_mask"]), batch["position_mask"]
+            text["position"], text["position_mask"] = self.text.encode_batch(batch, batch["position_mask"]), batch["position_mask"]
         return text
 
     def fuse_stage(self, index, tokens, size, text, need_stream):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rrsis_bench.method import MethodSpec, RRSISMethod
-from rrsis_bench.nn.lavt import LanguageAttention, LAVTDecoder, init_lavt_weights
+from rrsis_bench.nn.lavt import LAVTDecoder, init_lavt_weights
 from rrsis_bench.nn.losses import bce_dice_loss, class_weighted_ce, rrsis_official_loss
 from rrsis_bench.nn.staged import StagedBackbone
 from rrsis_bench.nn.text import MINILM, TextEncoder
@@ -124,7 +124,7 @@ class InterleavedFusionModel(RRSISMethod):
         """Switch between the fast and the faithful computation (same weights, same outputs)."""
         self.faithful = faithful
         for module in self.modules():
-            if isinstance(module, LanguageAttention) or getattr(module, "has_faithful_path", False):
+            if getattr(module, "has_faithful_path", False):
                 module.faithful = faithful
 
     def init_new_layers(self) -> None:
@@ -140,8 +140,9 @@ class InterleavedFusionModel(RRSISMethod):
     def encode_text(self, batch: dict) -> dict[str, torch.Tensor]:
         """The text features the stages, the enhancement and the decoder read (a dict; LAVT: the
         token features ``context`` and their mask ``context_mask``). Reads ``inputs_embeds`` in place
-        of ``input_ids`` when the batch has them (see :meth:`words`)."""
-        return {"context": self.words(batch, batch["attention_mask"]), "context_mask": batch["attention_mask"]}
+        of ``input_ids`` when the batch has them (see :meth:`TextEncoder.encode_batch`)."""
+        mask = batch["attention_mask"]
+        return {"context": self.text.encode_batch(batch, mask), "context_mask": mask}
 
     def fuse_stage(self, index: int, tokens: torch.Tensor, size: tuple[int, int], text: dict,
                    need_stream: bool) -> tuple:
@@ -166,11 +167,6 @@ class InterleavedFusionModel(RRSISMethod):
         return LAVTDecoder(channels, hidden)
 
     # -- shared --------------------------------------------------------------------------------
-    def words(self, batch: dict, mask: torch.Tensor) -> torch.Tensor:
-        """Token features of the batch's expression seen through ``mask``: from ``inputs_embeds`` when
-        the batch has them (a training strategy's injected vectors), else from ``input_ids``."""
-        return self.text(batch.get("input_ids"), mask, batch.get("inputs_embeds"))
-
     def encode(self, batch: dict) -> tuple[list[torch.Tensor], dict]:
         """Run the staged backbone with language fused after every stage; returns the normalised
         stage maps (finest first, NCHW) after :meth:`enhance`, and the text features as the last stage

@@ -51,6 +51,8 @@ class LanguageAttention(nn.Module):
     code still scales by the full ``key_dim`` (not the per-head size); so does this one.
     """
 
+    has_faithful_path = True  # InterleavedFusionModel.set_faithful switches it
+
     def __init__(self, visual_dim: int, text_dim: int, key_dim: int, value_dim: int, out_dim: int | None = None,
                  *, heads: int = 1, query_extra: int = 0, faithful: bool = False) -> None:
         super().__init__()
@@ -121,6 +123,25 @@ def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU())
 
 
+def top_down_levels(channels: list[int] | tuple[int, ...], hidden: int) -> tuple[nn.ModuleList, int]:
+    """The levels of LAVT's top-down decoder for stage ``channels`` (finest first), coarsest level
+    first: two 3x3 conv-BN-ReLU at width ``hidden`` on [upsampled map, skip]; and the output width."""
+    *finer, coarsest = channels
+    levels = nn.ModuleList()
+    previous = coarsest
+    for ch in reversed(finer):
+        levels.append(nn.Sequential(_conv_bn_relu(previous + ch, hidden), _conv_bn_relu(hidden, hidden)))
+        previous = hidden
+    return levels, previous
+
+
+def top_down_step(level: nn.Module, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """One decoder level: upsample ``x`` to ``skip`` (bilinear, ``align_corners=True`` as in LAVT),
+    concatenate, convolve."""
+    x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+    return level(torch.cat([x, skip], dim=1))
+
+
 class LAVTDecoder(nn.Module):
     """LAVT's top-down decoder: from the coarsest map, upsample, concat the next, two 3x3 convs.
 
@@ -132,19 +153,13 @@ class LAVTDecoder(nn.Module):
 
     def __init__(self, channels: list[int] | tuple[int, ...], hidden: int = 512) -> None:
         super().__init__()
-        *finer, coarsest = channels
-        self.levels = nn.ModuleList()
-        previous = coarsest
-        for ch in reversed(finer):
-            self.levels.append(nn.Sequential(_conv_bn_relu(previous + ch, hidden), _conv_bn_relu(hidden, hidden)))
-            previous = hidden
-        self.classifier = nn.Conv2d(previous, 1, 1)
+        self.levels, width = top_down_levels(channels, hidden)
+        self.classifier = nn.Conv2d(width, 1, 1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         *finer, x = features
         for level, skip in zip(self.levels, reversed(finer), strict=True):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
-            x = level(torch.cat([x, skip], dim=1))
+            x = top_down_step(level, x, skip)
         return self.classifier(x)
 
 

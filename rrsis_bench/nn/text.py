@@ -54,12 +54,6 @@ def build_tokenizer(name: str):
         ) from exc
 
 
-def text_inputs(batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``(input_ids, inputs_embeds)`` of a batch: the embeddings are None unless a training strategy put
-    ``inputs_embeds`` in the batch (see :meth:`TextEncoder.forward`)."""
-    return batch.get("input_ids"), batch.get("inputs_embeds")
-
-
 class TextEncoder(nn.Module):
     """Token features ``(B, L, D)`` from a transformers encoder.
 
@@ -166,6 +160,11 @@ class TextEncoder(nn.Module):
             for j, (_, key) in enumerate(todo):
                 self._cache[key] = feats[j]
         return torch.stack([self._cache[k] for k in keys]).to(input_ids.device)
+
+    def encode_batch(self, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+        """Token features of a batch's expression seen through ``mask``: from ``batch["inputs_embeds"]``
+        when a training strategy put injected word embeddings there, else from ``batch["input_ids"]``."""
+        return self(batch.get("input_ids"), mask, batch.get("inputs_embeds"))
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -37,7 +37,7 @@ class ExampleFiLM(RRSISMethod):
     def encode_text(self, batch: dict) -> torch.Tensor:
         """Word features (B, L, D): from ``inputs_embeds`` when a training strategy put them in the batch
         (injected word embeddings, e.g. learned prompts), else from ``input_ids``."""
-        return self.text(batch["input_ids"], batch["attention_mask"], batch.get("inputs_embeds"))
+        return self.text.encode_batch(batch, batch["attention_mask"])
 
     def forward(self, batch: dict) -> torch.Tensor:
         words = self.encode_text(batch)
