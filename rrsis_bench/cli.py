@@ -35,11 +35,12 @@ commands:
   run          train, select on val, evaluate on test, write record.json (Hydra; `-m` for sweeps)
   eval         evaluate a trained checkpoint on a split (Hydra)
   score        score saved PNG masks from any codebase: pred=DIR gt=DIR out=FILE.json
-  list         list registered methods or datasets: list methods|datasets [--json] [PATTERN]
+  list         list registered methods, datasets or strategies: list methods|datasets|strategies [--json]
   leaderboard  tables from run records (default out: outputs/leaderboards/)
   data         check, describe or inspect a dataset on disk: data verify|stats|text data=NAME data.root=DIR
   profile      parameters, forward FLOPs, latency, peak memory: profile method=NAME [image_size=480]
   convert      import an official LAVT/FIANet checkpoint: convert method=NAME src=FILE.pth out=DIR
+  study        a grid of runs summarised: study weak_ratio method=M data=D ratios=[..] strategies=[..] seeds=[..]
 
 `rrsis-bench <command> --help` explains each command. Errors are one line; add --debug (or set
 HYDRA_FULL_ERROR=1) for the traceback.
@@ -130,7 +131,7 @@ PATTERN filters names (fnmatch, e.g. 'test_*'). --json prints a JSON list of obj
 
 def cmd_list(args: Sequence[str], console: Console) -> int:
     parser = argparse.ArgumentParser(prog="rrsis-bench list", add_help=False)
-    parser.add_argument("kind", nargs="?", choices=["methods", "datasets"], default="methods")
+    parser.add_argument("kind", nargs="?", choices=["methods", "datasets", "strategies"], default="methods")
     parser.add_argument("pattern", nargs="?")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("-h", "--help", action="store_true")
@@ -141,8 +142,9 @@ def cmd_list(args: Sequence[str], console: Console) -> int:
     if unknown:
         raise UsageError(f"Unexpected arguments {unknown}; see `rrsis-bench list --help`.")
     from rrsis_bench.registry import DATASETS, METHODS
+    from rrsis_bench.strategies import STRATEGIES
 
-    registry = METHODS if opts.kind == "methods" else DATASETS
+    registry = {"methods": METHODS, "datasets": DATASETS, "strategies": STRATEGIES}[opts.kind]
     rows = [
         {"name": e.name, "source_dist": e.source_dist, "version": e.dist_version, "status": e.status,
          "description": e.description, "target": e.target}
@@ -177,6 +179,8 @@ def cmd_leaderboard(args: Sequence[str], console: Console) -> int:
 DATA_HELP = """\
 usage: rrsis-bench data verify|stats data=NAME [data.root=DIR] [splits=train,val,test] [out=DIR]
        rrsis-bench data text data=NAME [data.root=DIR] [split=test] [method=NAME] [out=FILE.csv]
+       rrsis-bench data weak data=NAME [data.root=DIR] [accurate_ratio=R] [scheme=nested|lrbwrel] [seed=N]
+                             [split_file=FILE.p] [out=FILE.json]
 
 verify  reads every sample of each split (image + mask), lists every problem found (missing or
         unreadable files, size mismatches, empty expressions, split sizes that differ from the
@@ -191,7 +195,14 @@ text    writes what a method's text side sees for each sample of a split, one CS
         spatial-position masks). It uses the encoder that `rrsis-bench run method=NAME data=NAME`
         builds (tokenizer of method=, default fianet_lite; data.KEY=VALUE as in run, e.g.
         data.object_mask=official), so it shows exactly what training feeds the model.
-out defaults to ./manifests (verify), ./stats (stats) and ./<name>-<split>-text.csv (text).
+weak    writes which TRAINING samples keep their expression and which read their class name, as
+        `rrsis-bench run data=NAME data.weak.*` would train on them: scheme, ratio, seed, counts
+        (total/accurate/weak, per class), accurate_ids, weak_ids and weak_text (sample id -> the text
+        the weak sample gets), and prints the per-class table. Arguments left out take their
+        data.weak.* value. split_file= reads a released LRB-WREL split pickle (refs(unc)-90-all.p,
+        -mask.p or -no-mask.p; RRSIS-D only), which then decides the split and the ratio.
+out defaults to ./manifests (verify), ./stats (stats), ./<name>-<split>-text.csv (text) and
+./<name>-weak.json (weak).
 """
 
 
@@ -200,9 +211,22 @@ def cmd_data(args: Sequence[str], console: Console) -> int:
         console.print(DATA_HELP, markup=False, highlight=False)
         return 0
     action, rest = args[0], args[1:]
-    if action not in ("verify", "stats", "text"):
-        raise UsageError(f"`rrsis-bench data` takes verify, stats or text, not '{action}'.")
+    if action not in ("verify", "stats", "text", "weak"):
+        raise UsageError(f"`rrsis-bench data` takes verify, stats, text or weak, not '{action}'.")
     from rrsis_bench.commands import data as commands
+
+    if action == "weak":
+        data_keys = [a for a in rest if a.lstrip("+~").startswith("data.")]  # Hydra overrides (data.root=...)
+        opts = parse_key_values([a for a in rest if a not in data_keys],
+                                {"data": None, "accurate_ratio": "", "scheme": "", "seed": "", "split_file": "",
+                                 "out": ""}, "data weak")
+        try:
+            ratio = float(opts["accurate_ratio"]) if opts["accurate_ratio"] else None
+            seed = int(opts["seed"]) if opts["seed"] else None
+        except ValueError as exc:
+            raise UsageError(f"accurate_ratio takes a number in [0, 1] and seed a whole number ({exc}).") from exc
+        return commands.weak(opts["data"], data_keys, ratio, opts["scheme"] or None, seed,
+                             opts["split_file"] or None, opts["out"], console)
 
     if action == "text":
         data_keys = [a for a in rest if a.lstrip("+~").startswith("data.")]  # Hydra overrides, as in run
@@ -461,9 +485,15 @@ def _is_user_error(exc: BaseException) -> bool:
                       | LookupError | OSError | NotImplementedError)
 
 
+def cmd_study(args: Sequence[str], console: Console) -> int:
+    from rrsis_bench.commands.study import study
+
+    return study(args, console)
+
+
 PLAIN_COMMANDS: dict[str, Callable[[Sequence[str], Console], int]] = {
     "score": cmd_score, "list": cmd_list, "leaderboard": cmd_leaderboard, "data": cmd_data,
-    "profile": cmd_profile, "convert": cmd_convert,
+    "profile": cmd_profile, "convert": cmd_convert, "study": cmd_study,
 }
 
 

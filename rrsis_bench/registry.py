@@ -88,8 +88,9 @@ class Entry:
 class Registry:
     """Name → factory, filled lazily from one entry-point group (plus in-process registrations)."""
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self.group = group
         self._entries: dict[str, Entry] | None = None
         self._local: dict[str, Entry] = {}
@@ -181,7 +182,7 @@ class Registry:
             if plugins
             else f"No plugin distributions are installed (group '{self.group}')."
         )
-        parts.append(f"Run `rrsis-bench list {self.kind}s` to see them all.")
+        parts.append(f"Run `rrsis-bench list {self.plural}` to see them all.")
         return " ".join(parts)
 
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rrsis_bench import __version__
 from rrsis_bench.data.augment import AugmentedDataset, RandomBoxes
 from rrsis_bench.data.inputs import check_inputs, declared_inputs
-from rrsis_bench.data.manifest import split_manifest
+from rrsis_bench.data.manifest import sample_metadata, split_manifest
 from rrsis_bench.data.pipeline import SampleTransform, TransformedDataset, build_encoder, collate
 from rrsis_bench.data.text import ExpressionEncoder
 from rrsis_bench.data.weak import build_weak_train_set
@@ -46,6 +46,7 @@ from rrsis_bench.results.record import (
     scoring_status,
     write_record,
 )
+from rrsis_bench.strategies import build_strategy
 
 CONFIG_FILE = "config.yaml"  # the resolved run config, saved beside the checkpoints for `eval`
 
@@ -69,14 +70,19 @@ def prepare_train_split(samples, data_cfg: dict, seed: int):
     split; returns (samples, weak manifest or None)."""
     weak = data_cfg.get("weak") or {}
     manifest = None
-    if float(weak.get("accurate_ratio", 1.0)) < 1.0:
+    if float(weak.get("accurate_ratio", 1.0)) < 1.0 or weak.get("split_file"):
         samples, manifest = build_weak_train_set(
-            samples, accurate_ratio=float(weak["accurate_ratio"]), seed=int(weak.get("seed", 0)),
-            scheme=weak.get("scheme", "nested"),
+            samples, accurate_ratio=float(weak.get("accurate_ratio", 1.0)), seed=int(weak.get("seed", 0)),
+            scheme=weak.get("scheme", "nested"), split_file=weak.get("split_file"),
         )
     if (data_cfg.get("augment") or {}).get("boxes"):
         samples = AugmentedDataset(samples, RandomBoxes(seed=seed))
     return samples, manifest
+
+
+def weak_flags(samples) -> list[bool]:
+    """Per training sample: does it read its class name instead of its expression (``data.weak``)?"""
+    return [bool(sample_metadata(samples, i).get("weak", False)) for i in range(len(samples))]
 
 
 def make_transform(model, data_cfg: dict, encode: ExpressionEncoder, *, with_gt: bool) -> SampleTransform:
@@ -156,14 +162,22 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
     device = resolve_device(settings.device)
     D.init_distributed(device.type)
     run_dir = Path(D.broadcast_object(str(run_dir)))
-    attempt.run_id = claim_on_main_rank(run_dir, task="run", resume=bool(config.get("resume", False)))
-    if config.get("resume"):  # before config.yaml is rewritten below
+    resume, finished = resume_mode(config, run_dir)
+    if finished is not None:
+        console.print(f"{run_dir} already holds the finished record of this run (resume=auto): skipped.")
+        return finished if D.is_main() else None
+    # resume=auto in a folder whose attempt never reached a checkpoint: that attempt's claim is reused
+    attempt.run_id = claim_on_main_rank(run_dir, task="run", resume=resume or config.get("resume") == "auto")
+    if resume:  # before config.yaml is rewritten below
         ckpt.check_resume_config(run_dir / "checkpoints" / CONFIG_FILE, config, may_differ=VOLATILE_KEYS)
     seed_everything(int(config["seed"]) + D.rank(), settings.deterministic)
 
+    strategy = build_strategy(config.get("strategy"))
     model = build_method(config["method"])
     raw = {key: load_split(config["data"], key) for key in ("train", "val", config["eval_split"])}
     raw["train"], weak_manifest = prepare_train_split(raw["train"], config["data"], int(config["seed"]))
+    weak = weak_flags(raw["train"])
+    strategy.check_data(weak)  # before anything is built or written
     for samples in raw.values():  # every split is fed the declared inputs: refuse now, not in epoch 1
         check_inputs(samples, declared_inputs(model), method=config["method"]["name"], dataset=config["data"]["name"])
     encode = build_encoder(build_tokenizer(model.spec.tokenizer), config["data"], raw["train"])
@@ -172,12 +186,12 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
     test_set = TransformedDataset(raw[config["eval_split"]], make_transform(model, config["data"], encode, with_gt=True))
 
     trainer = Trainer(model, train_set, val_set, settings, run_dir=run_dir, seed=int(config["seed"]),
-                      collate_fn=collate, console=console)
+                      collate_fn=collate, console=console, strategy=strategy, weak=weak)
     attempt.trainer = trainer
     if D.is_main():  # the run's first own file: a failure before this point leaves only Hydra's files
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "checkpoints" / CONFIG_FILE, OmegaConf.to_yaml(config))
-    fit = trainer.fit(resume=bool(config.get("resume", False)))
+    fit = trainer.fit(resume=resume)
 
     ckpt.load_weights(trainer.ckpt_dir / BEST, model, trainer.device)
     t_eval = time.perf_counter()
@@ -199,10 +213,12 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
               "weak": _weak_summary(weak_manifest)},
         selection={"split": config["data"]["splits"]["val"], "metric": settings.select_metric,
                    "best_epoch": fit.best_epoch, "metrics": fit.best_metrics},
+        strategy={**strategy.describe(), "stages": fit.stages},
         seed=int(config["seed"]), code=provenance.code_version(), environment=provenance.environment(),
         hardware={**provenance.hardware(), "device": str(trainer.device), "world_size": D.world_size()},
         timing={"wall_s": round(time.perf_counter() - t_start, 2), "train_s": round(fit.train_s, 2),
-                "eval_s": round(fit.eval_s + test_s, 2), "epochs": settings.epochs, "steps": fit.steps,
+                "eval_s": round(fit.eval_s + test_s, 2), "epochs": sum(st["epochs"] for st in fit.stages),
+                "steps": fit.steps,
                 "train_samples_per_s": round(fit.samples / fit.train_s, 2) if fit.train_s else None,
                 "peak_memory_mb": round(peak_memory_mb(trainer.device), 1)},
         metrics=metrics, history=fit.history,
@@ -222,6 +238,39 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
     console.print(f"Run folder: {run_dir}  (record.json, per_sample.csv, train_log.csv, checkpoints/)")
     D.barrier()
     return record
+
+
+RESUME_VALUES = (False, True, "auto")
+
+
+def resume_mode(config: dict, run_dir: Path) -> tuple[bool, dict | None]:
+    """(resume from checkpoints/last?, the folder's finished record to return instead of running).
+
+    ``resume=auto`` (what a study's cells use, so that a second call picks up where the first stopped):
+    a folder with a finished (complete or partial) record of the same config is done (that record is returned); one with a
+    checkpoint is resumed; anything else starts from the beginning. A complete record of another
+    config is refused: the folder belongs to another run."""
+    value = config.get("resume", False)
+    if value not in RESUME_VALUES:
+        raise ResumeValueError(f"resume takes true, false or auto, not {value!r}.")
+    if value != "auto":
+        return bool(value), None
+    record_path = run_dir / "record.json"
+    if record_path.is_file():
+        import json
+
+        record = json.loads(record_path.read_text())
+        if record.get("status") in ("complete", "partial"):  # partial: a capped test pass, finished as configured
+            if record.get("config_hash") != config_hash(config):
+                raise RunFolderInUse(
+                    f"{run_dir} holds the complete record of another configuration (config_hash "
+                    f"{str(record.get('config_hash'))[:12]}); give this run its own folder.")
+            return False, record
+    return (run_dir / "checkpoints" / "last" / ckpt.STATE_FILE).is_file(), None
+
+
+class ResumeValueError(UserError, ValueError):
+    """``resume`` is not true, false or auto."""
 
 
 def claim_on_main_rank(run_dir: Path, *, task: str, resume: bool) -> str:

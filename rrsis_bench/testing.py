@@ -34,6 +34,12 @@ method, the check, what is wrong and the rule of the contract it breaks:
     to them, two different embeddings give different features and a later ids call still gives the
     first features (the frozen-feature memo never answers for embeddings); a full eval-mode forward
     with the embeddings equals the one with the ids.
+``lrb_wrel``
+    What the ``lrb_wrel`` training strategy (:mod:`rrsis_bench.strategies.lrb_wrel`) needs: with every
+    parameter frozen (its stage 2), the method's loss on a weak sample whose PAD positions hold
+    reference-bank vectors gives the bank row a gradient and no parameter one; a teacher copy shares
+    the text encoder module (not a copy), gives the student's eval-mode logits, and moves to the
+    average of the two under an EMA update of momentum 0.5.
 ``state_dict``
     The state dict survives ``torch.save``/``torch.load(weights_only=True)`` (how checkpoints are read)
     and, loaded with ``strict=True`` into a second instance built with another seed, gives the same keys
@@ -63,7 +69,7 @@ from rrsis_bench.data.text import ExpressionEncoder
 from rrsis_bench.method import MethodOutput, decay_groups, logits_of
 
 #: The checks, in the order they run.
-CHECKS = ("builds", "forward", "loss", "gradients", "param_groups", "text_interface", "state_dict")
+CHECKS = ("builds", "forward", "loss", "gradients", "param_groups", "text_interface", "state_dict", "lrb_wrel")
 
 #: The rule of the contract (rrsis_bench/method.py) each check holds a method to.
 RULES = {
@@ -84,7 +90,13 @@ RULES = {
                       "not support training strategies can pass skip=('text_interface',)",
     "state_dict": "load_state_dict(state_dict(), strict=True) into a fresh instance reproduces the model: all state "
                   "is in parameters and persistent buffers, loadable with torch.load(weights_only=True)",
+    "lrb_wrel": "the lrb_wrel strategy fills PAD positions of inputs_embeds with bank vectors and switches them on "
+                "in attention_mask, trains them through the frozen network with the method's loss, and keeps an EMA "
+                "teacher (a deep copy sharing the text encoder module, rrsis_bench.strategies.lrb_wrel); a method "
+                "whose text encoder is not a TextEncoder defines text_encoder_modules()",
 }
+#: Checks that build on another: skipping the first skips them too (and the report lists them).
+DEPENDS_ON = {"lrb_wrel": "text_interface"}
 
 #: Two expressions the check encodes with the method's tokenizer (samples alternate between them), and
 #: the class phrases the expression encoder looks for in them.
@@ -133,7 +145,8 @@ def check_method(name: str, *, image_size: int = 64, batch_size: int = 2, max_to
     contract on a ``batch_size`` batch of ``image_size``² images and ``max_tokens`` tokens; raise
     :class:`MethodCheckError` at the first failure (see the module docstring for the checks).
 
-    ``skip`` names checks to leave out (every check but ``builds``); the report lists them.
+    ``skip`` names checks to leave out (every check but ``builds``; skipping ``text_interface`` skips
+    ``lrb_wrel``, which builds on it); the report lists them.
     ``extra_inputs`` gives collated values for declared inputs that are not built-in fields
     (:data:`rrsis_bench.data.inputs.FIELDS`), i.e. keys a plugin dataset's raw samples carry.
     The caller's random state is left as it was.
@@ -167,7 +180,7 @@ def _skipped(skip: Iterable[str]) -> set[str]:
                          f"{', '.join(CHECKS)}.")
     if "builds" in names:
         raise ValueError("The 'builds' check cannot be skipped: every other check needs the built method.")
-    return names
+    return names | {check for check, needed in DEPENDS_ON.items() if needed in names}
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
@@ -565,3 +578,81 @@ class _Run:
             raise self.fail("state_dict", f"a second instance (seed {self.seed + 1}) loaded with the state dict gives "
                             f"other eval-mode logits: {gap}; some state lives outside parameters and persistent "
                             "buffers")
+
+    # -- lrb_wrel ---------------------------------------------------------------------------------------
+    def check_lrb_wrel(self) -> None:
+        from rrsis_bench.strategies.lrb_wrel import (
+            LRBWREL,
+            ReferenceBank,
+            fill_pad_positions,
+            select_rows,
+            text_modules,
+        )
+
+        model, batch = self.model, self.batch
+        strategy = LRBWREL(bank_length=4)
+        strategy.text = text_modules(model)
+        if not strategy.text:
+            raise self.fail("lrb_wrel", "the method has no text encoder module (a TextEncoder, or "
+                            "text_encoder_modules()), which the teacher must share with the student")
+        strategy.text_params = [p for m in strategy.text for p in m.parameters()]
+        if not bool((batch["attention_mask"][0] == 0).any()):
+            raise self.fail("lrb_wrel", "the check's first expression fills every token position; raise max_tokens")
+        flags = [p.requires_grad for p in model.parameters()]
+        try:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            model.eval()
+            weak = select_rows(batch, torch.tensor([0]))
+            width = int(model.embed_tokens(weak["input_ids"]).shape[-1])
+            bank = ReferenceBank(1, 4, width, std=0.02, generator=torch.Generator().manual_seed(self.seed))
+            with torch.enable_grad():
+                embeds, mask = fill_pad_positions(model.embed_tokens(weak["input_ids"]), weak["attention_mask"],
+                                                  bank(torch.tensor([0])), torch.tensor([True]))
+                filled = {**weak, "inputs_embeds": embeds, "attention_mask": mask.to(weak["attention_mask"].dtype)}
+                loss = model.loss(model(filled), filled)["loss"]
+                if not loss.requires_grad:
+                    raise self.fail("lrb_wrel", "with every parameter frozen, the loss on a sample whose PAD "
+                                    "positions hold bank vectors has no autograd graph: the forward ignores "
+                                    "inputs_embeds")
+                loss.backward()
+            grad = bank.table.weight.grad
+            if grad is None or not float(grad.coalesce().values().abs().sum()) > 0:
+                raise self.fail("lrb_wrel", "with the network frozen, the loss on a sample whose PAD positions hold "
+                                "bank vectors gives the bank no gradient (inputs_embeds or the widened "
+                                "attention_mask do not reach the loss)")
+            moved = sorted(name for name, p in model.named_parameters() if p.grad is not None)
+            if moved:
+                raise self.fail("lrb_wrel", f"frozen parameters got gradients in the bank step: {_listed(moved)}")
+        finally:
+            for p, flag in zip(model.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
+            model.zero_grad(set_to_none=True)
+        self._check_teacher(strategy)
+
+    def _check_teacher(self, strategy) -> None:
+        model = self.model
+        teacher = strategy._make_teacher(model)
+        shared = {id(m) for m in strategy.text}
+        if not any(id(m) in shared for m in teacher.modules()):
+            raise self.fail("lrb_wrel", "the teacher copy does not hold the student's text encoder module (it must "
+                            "be shared, not copied)")
+        gap = _mismatch({"logits": self.eval_logits(model, self.batch)},
+                        {"logits": self.eval_logits(teacher, self.batch)}, atol=1e-6)
+        if gap:
+            raise self.fail("lrb_wrel", f"a fresh teacher copy gives other eval-mode logits than the student: {gap}")
+        strategy.teacher = teacher
+        own = [(name, p) for name, p in model.named_parameters() if id(p) not in {id(t) for t in strategy.text_params}]
+        if not own:
+            return
+        name, param = own[0]
+        before = param.detach().clone()
+        with torch.no_grad():
+            param.add_(1.0)
+        strategy.update_teacher(model, 0.5)
+        with torch.no_grad():
+            param.sub_(1.0)
+        teacher_param = dict(teacher.named_parameters())[name]
+        if not torch.allclose(teacher_param, before + 0.5, atol=1e-5):
+            raise self.fail("lrb_wrel", f"after an EMA update of momentum 0.5 the teacher's {name} is not the mean "
+                            "of its value and the student's")

@@ -181,7 +181,7 @@ def test_engine_options_run(tmp_path, data_overrides, overrides):
 
 def test_weak_expressions_and_box_augmentation_in_a_run(tmp_path, data_overrides):
     run_dir = tmp_path / "weak"
-    assert main(["run", "method=test_baseline", "trainer=debug", "data.weak.accurate_ratio=0.5",
+    assert main(["run", "method=test_baseline", "trainer=debug", "strategy=naive_wrel", "data.weak.accurate_ratio=0.5",
                  "data.augment.boxes=true", *data_overrides, f"hydra.run.dir={run_dir}"]) == 0
     record = json.loads((run_dir / "record.json").read_text())
     weak = record["data"]["weak"]

@@ -75,17 +75,22 @@ def make_record(
     num_samples: int = 3481,
     manifest: str = RRSISD_TEST,
     code: dict | None = None,
+    strategy: dict | None = None,
+    weak: dict | None = None,
 ) -> dict:
     config = make_config(seed, lr, dataset)
     metrics = dict.fromkeys(METRIC_KEYS, 50.0) | {"mIoU": miou, "oIoU": miou + 10}
+    extra = {} if strategy is None else {"strategy": strategy}
     return build_record(
         status=status,
         task="run",
         run_id=run_id or f"run-{dataset}-{lr}-{seed}-{manifest[:4]}",
         config=config,
         method={"name": "fianet", "source_dist": "rrsis-bench"},
-        data={"name": dataset, "split": "test", "num_samples": num_samples, "manifest_sha256": manifest},
+        data={"name": dataset, "split": "test", "num_samples": num_samples, "manifest_sha256": manifest,
+              "weak": weak},
         seed=seed,
+        **extra,
         code=code or {"version": "0.1.0", "git_sha": "0123456789abcdef", "git_dirty": False},
         environment={"python": "3.11"},
         hardware=HARDWARE,
@@ -372,6 +377,15 @@ def test_reported_table_is_well_formed():
     assert row("rrsisd", "val", "RMSIN")[["oIoU", "mIoU", "Pr@0.9"]].tolist() == [78.27, 65.10, 24.43]
     assert row("rrsisd", "test", "LRB-WREL", "10% accurate")[["oIoU", "mIoU"]].tolist() == [71.70, 56.32]
     assert math.isnan(row("rrsisd", "test", "LRB-WREL", "10% accurate")["Pr@0.5"])
+    # The LRB-WREL rows name the suite's strategy; a blank cell (ordinary full supervision) reads standard.
+    assert row("rrsisd", "test", "Only accurate", "30% accurate")["strategy"] == "only_accurate"
+    assert row("ris-lad", "val", "Naive-WREL", "50% accurate")["strategy"] == "naive_wrel"
+    assert row("ris-lad", "test", "LRB-WREL", "10% accurate")["strategy"] == "lrb_wrel"
+    assert row("rrsisd", "test", "RMSIN", "100% accurate")["strategy"] == "standard"
+    assert row("refsegrs", "test", "FIANet")["strategy"] == "standard"
+    weak_rows = reported[reported["setting"].str.endswith("% accurate")]
+    assert set(weak_rows["strategy"]) == {"standard", "only_accurate", "naive_wrel", "lrb_wrel"}
+    assert len(weak_rows) == 40  # 2 datasets x 2 splits x (3 strategies x 3 ratios + RMSIN at 100 %)
 
 
 # --------------------------------------------------------------------------- leaderboard
@@ -518,6 +532,90 @@ def test_rows_from_a_dirty_tree_are_marked():
     frame = build_leaderboard([clean, dirty])["rrsisd"]
     assert frame.loc[0, "code"] == "0123456, fedcba9-dirty"
     assert "| 0123456, fedcba9-dirty |" in render_markdown("rrsisd", frame, load_reported())
+
+
+# --------------------------------------------------------------------------- strategies and weak settings
+
+
+def lrb_wrel(epochs: int = 2) -> dict:
+    stages = [{"name": "warmup", "epochs": epochs, "steps": 40}, {"name": "bank", "epochs": 1, "steps": 36},
+              {"name": "joint", "epochs": epochs, "steps": 80}]
+    return {"name": "lrb_wrel", "options": {"bank_tokens": 20}, "stages": stages}
+
+
+def nested(ratio: float) -> dict:
+    return {"scheme": "nested", "ratio": ratio, "seed": 0, "counts": {"total": 10}, "sha256": "f" * 64}
+
+
+def test_strategies_and_weak_settings_are_never_merged_even_when_the_config_hash_collides():
+    """The grouping key holds the strategy and the weak setting themselves, not only the config hash."""
+    standard = make_record(0, 60.0, run_id="standard")
+    strategy = make_record(0, 50.0, run_id="lrb-30", strategy=lrb_wrel(), weak=nested(0.3))
+    other_ratio = make_record(0, 40.0, run_id="lrb-10", strategy=lrb_wrel(), weak=nested(0.1))
+    same_ratio_seed_1 = make_record(1, 52.0, run_id="lrb-30-seed1", strategy=lrb_wrel(), weak=nested(0.3))
+    assert len({r["group_hash"] for r in (standard, strategy, other_ratio)}) == 1  # the same config
+    frame = build_leaderboard([standard, strategy, other_ratio, same_ratio_seed_1])["rrsisd"]
+    assert frame[["strategy", "accurate_ratio", "weak_scheme", "weak", "n_runs"]].values.tolist() == [
+        ["standard", 1.0, "", "100 % accurate", 1],
+        ["lrb_wrel", 0.3, "nested", "30 % accurate (nested)", 2],  # seeds of one setting still aggregate
+        ["lrb_wrel", 0.1, "nested", "10 % accurate (nested)", 1],
+    ]
+    assert frame[mean_column("mIoU")].tolist() == [60.0, 51.0, 40.0]
+    # Strategy and weak setting have columns of their own, so the Setting labels need not tell them apart.
+    assert set(frame["setting"]) == {standard["group_hash"][:8]}
+
+
+def test_rows_show_strategy_and_weak_setting_in_markdown_and_csv(tmp_path):
+    records = [make_record(0, 60.0, run_id="standard"),
+               make_record(0, 50.0, run_id="lrb", strategy=lrb_wrel(), weak=nested(0.3))]
+    write_leaderboards(records, tmp_path)
+    page = (tmp_path / "rrsisd.md").read_text()
+    assert "| Method | Strategy | Train expressions | Setting | oIoU |" in page
+    assert f"| fianet | standard | 100 % accurate | {records[0]['group_hash'][:8]} | 70.00 |" in page
+    assert f"| fianet | lrb_wrel | 30 % accurate (nested) | {records[0]['group_hash'][:8]} | 60.00 |" in page
+    table = pd.read_csv(tmp_path / "rrsisd.csv", keep_default_na=False)
+    assert table[["strategy", "accurate_ratio", "weak_scheme", "weak"]].values.tolist() == [
+        ["standard", 1.0, "", "100 % accurate"], ["lrb_wrel", 0.3, "nested", "30 % accurate (nested)"]
+    ]
+
+
+def test_published_weak_label_rows_render_with_their_strategy(tmp_path):
+    """The LRB-WREL README tables (RRSIS-D and RIS-LAD) are reported rows, strategy and setting readable."""
+    write_leaderboards([make_record(0, 60.0)], tmp_path)
+    _, beside = sections((tmp_path / "rrsisd.md").read_text())
+    reported_page = (tmp_path / "reported.md").read_text()
+    assert "| Method | Venue | Strategy | Setting | oIoU | mIoU |" in beside
+    for page in (beside, reported_page):
+        assert "| LRB-WREL | arXiv'25 | lrb_wrel | 10% accurate | 71.70 | 56.32 |" in page
+        assert "| Naive-WREL |  | naive_wrel | 30% accurate | 74.28 | 58.19 |" in page
+        assert "| Only accurate |  | only_accurate | 50% accurate | 73.51 | 56.18 |" in page
+        assert "| RMSIN | CVPR'24 | standard | 100% accurate | 77.79 | 64.20 |" in page
+        assert "| FIANet | TGRS'25 | standard |  | 76.91 | 64.01 |" in page
+    ris_lad = reported_page[reported_page.index("## ris-lad"):reported_page.index("## risbench")]
+    assert "| LRB-WREL | arXiv'25 | lrb_wrel | 10% accurate | 28.13 | 21.05 |" in ris_lad
+    assert "| Only accurate |  | only_accurate | 50% accurate | 39.08 | 30.53 |" in ris_lad  # val
+    assert "| RMSIN | CVPR'24 | standard | 100% accurate | 48.82 | 39.60 |" in ris_lad
+    table = pd.read_csv(tmp_path / "reported.csv", keep_default_na=False)
+    assert table.loc[table["method"] == "LRB-WREL", "strategy"].unique().tolist() == ["lrb_wrel"]
+
+
+def test_the_strategy_field_is_validated_when_present():
+    assert "strategy" not in make_record(0, 60.0)  # optional: records from before strategies
+    assert make_record(0, 60.0, strategy=lrb_wrel())["strategy"]["stages"][1] == {
+        "name": "bank", "epochs": 1, "steps": 36}
+    bad_stage = lrb_wrel()
+    bad_stage["stages"][2]["steps"] = 1.5
+    cases = [
+        ("lrb_wrel", "strategy is a str, expected an object"),
+        ({"options": {}, "stages": []}, "'strategy.name' is missing or empty"),
+        ({"name": "lrb_wrel", "options": [], "stages": []}, "strategy.options is [], expected an object"),
+        ({"name": "lrb_wrel", "options": {}}, "strategy.stages is None, expected a list"),
+        ({"name": "lrb_wrel", "options": {}, "stages": [{"epochs": 1, "steps": 1}]}, "stages[0] needs a"),
+        (bad_stage, "strategy.stages[2].steps is 1.5, expected a non-negative integer"),
+    ]
+    for strategy, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            make_record(0, 60.0, strategy=strategy)
 
 
 # --------------------------------------------------------------------------- writing over committed tables

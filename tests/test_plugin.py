@@ -98,7 +98,8 @@ def test_plugin_passes_the_conformance_check(plugin_site, tmp_path):
     )
     assert report.returncode == 0, report.stdout + report.stderr
     passed, skipped, notes = json.loads(report.stdout.splitlines()[-1])
-    assert passed == ["builds", "forward", "loss", "gradients", "param_groups", "text_interface", "state_dict"]
+    assert passed == ["builds", "forward", "loss", "gradients", "param_groups", "text_interface", "state_dict",
+                      "lrb_wrel"]
     assert skipped == [] and notes == []
     own_test = REPO / "examples" / "plugin" / "tests" / "test_conformance.py"
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(own_test)],

@@ -59,16 +59,17 @@ def test_resume_reproduces_the_uninterrupted_run(uninterrupted, tmp_path, data_o
     run_dir = tmp_path / "interrupted"
     real_epoch = Trainer._train_epoch
 
-    def crash_in_second_epoch(self, epoch, step, log):
+    def crash_in_second_epoch(self, index, stage_epoch, epoch, *args):
         if epoch == 1:
             raise Interrupted("simulated crash")
-        return real_epoch(self, epoch, step, log)
+        return real_epoch(self, index, stage_epoch, epoch, *args)
 
     monkeypatch.setattr(Trainer, "_train_epoch", crash_in_second_epoch)
     assert run(run_dir, data_overrides) != 0
     crashed = json.loads((run_dir / "record.json").read_text())
     assert crashed["status"] == "failed" and crashed["error"]["message"] == "simulated crash"
-    assert crashed["last_checkpoint"] == {"epoch": 1, "step": 2}  # checkpoints/last: after epoch 1 of 2-step epochs
+    # checkpoints/last: after epoch 1 of 2-step epochs, of the strategy's one stage
+    assert crashed["last_checkpoint"] == {"epoch": 1, "step": 2, "stage": "train"}
     assert (run_dir / "checkpoints" / "last" / "state.pt").is_file()
     monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
 

@@ -72,7 +72,7 @@ def test_failed_evaluation_removes_its_run_folder(tmp_path, capsys):
 def test_failure_after_training_started_records_failed(tmp_path, data_overrides, monkeypatch, capsys):
     run_dir = tmp_path / "run"
 
-    def out_of_memory(self, epoch, step, log):
+    def out_of_memory(self, *args):
         raise RuntimeError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(Trainer, "_train_epoch", out_of_memory)

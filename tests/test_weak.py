@@ -212,3 +212,10 @@ def test_build_weak_train_set_lrbwrel_float_complement():
 def test_build_weak_train_set_unknown_scheme():
     with pytest.raises(ValueError, match="nested, lrbwrel"):
         build_weak_train_set(make_metadata(), accurate_ratio=0.5, scheme="random")
+
+
+def test_wrapper_weak_text_overrides_the_class_name():
+    samples = make_metadata()
+    weak = WeakExpressions(samples, [], split="train", weak_text={"vehicle-1": "Vehicle from the file"})
+    assert weak[1]["text"] == "Vehicle from the file" and weak[1]["weak"] is True
+    assert weak[0]["text"] == "vehicle"  # no entry: the class name

@@ -80,3 +80,62 @@ def text(name: str, data_overrides: list[str], split: str, method: str, out: str
                   f"{config['data'].get('object_mask', 'default')}).", highlight=False)
     console.print(f"Wrote {path}", highlight=False)
     return 0
+
+
+def weak(
+    name: str,
+    data_overrides: list[str],
+    accurate_ratio: float | None,
+    scheme: str | None,
+    seed: int | None,
+    split_file: str | None,
+    out: str,
+    console: Console,
+) -> int:
+    """Write which training samples of ``name`` keep their expression and what the weak ones read.
+
+    The data config is the one `rrsis-bench run data=NAME DATA_OVERRIDES` would compose; each
+    argument left ``None`` takes its ``data.weak.*`` value from it. The JSON (``out``, default
+    ``NAME-weak.json``) holds the weak manifest (scheme, ratio, seed, counts per class, split file and
+    its sha256 when given) plus ``accurate_ids``, ``weak_ids`` and ``weak_text`` (sample id → the
+    text the weak sample trains on).
+    """
+    from rrsis_bench.config import compose_run_config
+    from rrsis_bench.data.manifest import sample_metadata
+    from rrsis_bench.data.weak import build_weak_train_set
+    from rrsis_bench.errors import UserError
+    from rrsis_bench.io import atomic_write_json
+    from rrsis_bench.tasks import load_split
+
+    config = compose_run_config([f"data={name}", *data_overrides])
+    data_cfg = config["data"]
+    if data_cfg.get("root") == "???":
+        raise UserError(f"data={name} needs its folder: pass data.root=DIR (see `rrsis-bench data --help`).")
+    settings = data_cfg.get("weak") or {}
+    ratio = float(settings.get("accurate_ratio", 1.0) if accurate_ratio is None else accurate_ratio)
+    scheme = str(settings.get("scheme", "nested") if scheme is None else scheme)
+    seed = int(settings.get("seed", 0) if seed is None else seed)
+    split_file = settings.get("split_file") if split_file is None else split_file
+    dataset, manifest = build_weak_train_set(
+        load_split(data_cfg, "train"), accurate_ratio=ratio, seed=seed, scheme=scheme, split_file=split_file or None,
+    )
+    weak_text = {}
+    for index in range(len(dataset)):
+        meta = sample_metadata(dataset, index)
+        if meta["weak"]:
+            weak_text[str(meta["sample_id"])] = meta["text"]
+    report = {"data": name, **manifest, "weak_ids": sorted(weak_text), "weak_text": dict(sorted(weak_text.items()))}
+    path = atomic_write_json(out or f"{name}-weak.json", report)
+
+    counts = manifest["counts"]
+    view = f" ({manifest['split_file_view']} view)" if "split_file_view" in manifest else ""
+    table = Table(title=f"rrsis-bench data weak: {name}, scheme {manifest['scheme']}{view}, "
+                        f"accurate share {manifest['ratio']:.4f}")
+    for column in ("class", "samples", "accurate", "weak"):
+        table.add_column(column)
+    for class_name, row in counts.get("per_class", {}).items():
+        table.add_row(class_name, str(row["accurate"] + row["weak"]), str(row["accurate"]), str(row["weak"]))
+    table.add_row("total", str(counts["total"]), str(counts["accurate"]), str(counts["weak"]))
+    console.print(table)
+    console.print(f"Wrote {path}", highlight=False)
+    return 0

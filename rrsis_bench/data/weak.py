@@ -8,23 +8,31 @@ never touched. Two ways to choose who keeps the accurate expression:
   r = 0.1 is inside the one at r = 0.3, …, inside r = 1.0 for one seed), so a ratio sweep changes
   one thing only. See :func:`nested_accurate_ids` for the rounding rule.
 - ``"lrbwrel"``: the selection rule of LRB-WREL's ``mask_train_only.py`` (see
-  :func:`lrbwrel_weak_ids`); same rule, not the same random draw.
+  :func:`lrbwrel_weak_ids`); the rule behind the released splits' counts, not their random draw.
+- a released LRB-WREL split file (``split_file``, see :mod:`rrsis_bench.data.lrbwrel_split`): the
+  paper's exact sample identities; the manifest's scheme is then ``"split_file"``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from rrsis_bench.data.lrbwrel_split import SplitFileError, read_split_file
 from rrsis_bench.data.manifest import sample_metadata
 from rrsis_bench.data.wrappers import SampleView
 
 SCHEMES = ("nested", "lrbwrel")
+SPLIT_FILE_SCHEME = "split_file"  # the manifest's scheme when the partition comes from a split file
+# How far a requested accurate_ratio may be from a split file's own accurate share (LRB-WREL's
+# per-class int() makes the released 10 % split 10.07 % accurate).
+SPLIT_FILE_RATIO_TOLERANCE = 0.01
 
 
 def _check_ratio(ratio: float, name: str = "ratio") -> float:
@@ -154,12 +162,20 @@ class WeakExpressions(SampleView):
     """Training samples where every id outside ``accurate_ids`` reads its class name as expression.
 
     Every sample gains ``weak`` (bool) and ``original_text`` (the accurate expression), so batches
-    have the same keys whether or not they mix weak and accurate samples. Only the training split may
-    be weakened: any other ``split`` (or a wrapped dataset whose ``split`` attribute is not
-    ``"train"``) is refused.
+    have the same keys whether or not they mix weak and accurate samples. ``weak_text`` (sample id →
+    text) gives a weak sample another text than its class name (a split file's sentence). Only the
+    training split may be weakened: any other ``split`` (or a wrapped dataset whose ``split``
+    attribute is not ``"train"``) is refused.
     """
 
-    def __init__(self, samples: Sequence[dict], accurate_ids: Iterable[str], *, split: str) -> None:
+    def __init__(
+        self,
+        samples: Sequence[dict],
+        accurate_ids: Iterable[str],
+        *,
+        split: str,
+        weak_text: Mapping[str, str] | None = None,
+    ) -> None:
         wrapped_split = getattr(samples, "split", None)
         if split != "train" or (wrapped_split is not None and wrapped_split != "train"):
             actual = split if split != "train" else wrapped_split
@@ -170,6 +186,7 @@ class WeakExpressions(SampleView):
         self.samples = samples
         self.split = split
         self.accurate_ids = frozenset(str(i) for i in accurate_ids)
+        self.weak_text = {str(k): str(v) for k, v in (weak_text or {}).items()}
 
     def _weaken(self, sample: dict[str, Any]) -> dict[str, Any]:
         sample_id = str(sample["sample_id"])
@@ -178,7 +195,7 @@ class WeakExpressions(SampleView):
         if sample_id in self.accurate_ids:
             out["weak"] = False
             return out
-        class_name = str(sample.get("class_name") or "").strip()
+        class_name = self.weak_text.get(sample_id) or str(sample.get("class_name") or "").strip()
         if not class_name:
             raise ValueError(
                 f"Sample {sample_id!r} has no class_name, so it cannot get a weak (class-name) expression; "
@@ -245,25 +262,51 @@ def build_weak_train_set(
     seed: int = 0,
     scheme: str = "nested",
     split: str = "train",
+    split_file: str | os.PathLike | None = None,
 ) -> tuple[WeakExpressions, dict[str, Any]]:
     """Wrap a training set so that a ``1 - accurate_ratio`` share reads class names; returns (dataset, manifest).
 
     ``scheme="nested"`` uses :func:`nested_accurate_ids` with ``seed``; ``scheme="lrbwrel"`` uses
     :func:`lrbwrel_weak_ids` with weak share ``1 - accurate_ratio`` (pass ``seed=42`` for LRB-WREL's
     seed). Every weak sample must have a class name; this is checked here, before training starts.
+
+    ``split_file`` (a released LRB-WREL split pickle, any view) overrides both: the weak samples are
+    the file's (:func:`~rrsis_bench.data.lrbwrel_split.read_split_file`), with the file's text, and
+    the manifest records ``scheme: "split_file"``, the file's accurate share as ``ratio``, the path
+    as given, its sha256 and the view. ``accurate_ratio=1.0`` means "take the share from the file";
+    any other value must agree with the file's share within 0.01.
     """
     accurate_ratio = _check_ratio(accurate_ratio, "accurate_ratio")
-    if scheme not in SCHEMES:
+    if split_file is None and scheme not in SCHEMES:
         raise ValueError(f"Unknown weak-expression scheme {scheme!r}; choose one of {', '.join(SCHEMES)}.")
     metadata = [sample_metadata(samples, i) for i in range(len(samples))]
     all_ids = [str(meta["sample_id"]) for meta in metadata]
-    if scheme == "nested":
+    weak_text: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if split_file is not None:
+        # A reader's `refs` (ref id → ref, the RRSIS-D reader has it) names train refs whose samples were
+        # skipped (missing images); the file may list them.
+        declared = getattr(samples, "refs", None)
+        skipped: set[str] = set()
+        if isinstance(declared, Mapping):
+            skipped = {str(ref_id) for ref_id in declared} - {str(meta.get("ref_id")) for meta in metadata}
+        selection = read_split_file(split_file, metadata, skipped_ref_ids=skipped)
+        share = selection.accurate_share
+        if accurate_ratio != 1.0 and abs(accurate_ratio - share) > SPLIT_FILE_RATIO_TOLERANCE:
+            raise SplitFileError(
+                f"data.weak.accurate_ratio={accurate_ratio} disagrees with data.weak.split_file {split_file}, whose "
+                f"accurate share is {share:.4f}; leave accurate_ratio at 1.0 (the file decides) or pick the matching file."
+            )
+        accurate, weak_text = list(selection.accurate_ids), selection.weak_text
+        accurate_ratio, scheme = share, SPLIT_FILE_SCHEME
+        extra = {"split_file": selection.path, "split_file_sha256": selection.sha256, "split_file_view": selection.view}
+    elif scheme == "nested":
         accurate = nested_accurate_ids(metadata, accurate_ratio, seed=seed)
     else:
         # Rounded so that 1 - 0.9 reads as 0.1, not 0.0999…, before LRB-WREL's int() truncation.
         weak = set(lrbwrel_weak_ids(metadata, round(1.0 - accurate_ratio, 12), seed=seed))
         accurate = sorted(i for i in all_ids if i not in weak)
-    dataset = WeakExpressions(samples, accurate, split=split)
+    dataset = WeakExpressions(samples, accurate, split=split, weak_text=weak_text)
     accurate_set = set(accurate)
     for meta in metadata:
         if str(meta["sample_id"]) not in accurate_set and not str(meta.get("class_name") or "").strip():
@@ -273,4 +316,4 @@ def build_weak_train_set(
             )
     class_of = {str(meta["sample_id"]): str(meta.get("class_name") or "") for meta in metadata}
     manifest = weak_manifest(accurate, all_ids, ratio=accurate_ratio, seed=seed, scheme=scheme, class_of=class_of)
-    return dataset, manifest
+    return dataset, manifest | extra

@@ -1,7 +1,11 @@
 """Leaderboards derived from run records, with published numbers kept in a separate section.
 
-Reproduced rows aggregate complete records per (test set, method, group hash), i.e. over runs that
-differ only by seed; each run counts once (:func:`rrsis_bench.results.record.one_record_per_run`).
+Reproduced rows aggregate complete records per (test set, method, training strategy, weak setting,
+group hash), i.e. over runs that differ only by seed; each run counts once
+(:func:`rrsis_bench.results.record.one_record_per_run`). The strategy (``record["strategy"]["name"]``,
+``standard`` for records without one) and the weak setting (``data.weak``: accurate share and scheme)
+are in the grouping key themselves, not only through the config hash, so runs of different strategies
+or ratios are never averaged together.
 A test set is a dataset's identity, not its layout: its name, split, manifest sha256 and sample
 count. A dataset with published split sizes (RRSIS-D, RefSegRS) gets two pages: ``<name>.md`` for
 rows scored on the published split, beside the published numbers, and ``<name>-other.md`` for rows
@@ -24,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -39,10 +43,14 @@ from rrsis_bench.results.record import (
     canonical_config,
     load_records,
     one_record_per_run,
+    record_strategy,
+    record_weak,
 )
 
-REPORTED_TEXT_COLUMNS = ("dataset", "split", "method", "venue", "setting", "source", "note")
+REPORTED_TEXT_COLUMNS = ("dataset", "split", "method", "venue", "setting", "source", "note", "strategy")
 REPORTED_COLUMNS = (*REPORTED_TEXT_COLUMNS[:4], *METRIC_KEYS, *REPORTED_TEXT_COLUMNS[4:])
+#: The training strategy of a reported row whose ``strategy`` cell is blank (ordinary full supervision).
+REPORTED_DEFAULT_STRATEGY = "standard"
 REPORTED_NAME = "reported"
 #: Page suffix for rows of a dataset with published splits that were scored on another test set.
 OTHER_SUFFIX = "-other"
@@ -60,11 +68,12 @@ usage: rrsis-bench leaderboard [records=DIR[,DIR...]] [out=DIR] [replace=false]
 Generate <out>/<dataset>.md and <dataset>.csv from the complete run records (record.json files,
 searched recursively under each DIR; default records=outputs,multirun out=outputs/leaderboards).
 Runs that differ only by seed are aggregated as mean ± std; a run found twice (a resumed run and a
-copy of its folder) counts once. Rows are grouped by test set (dataset name, split, manifest sha256,
-sample count); for RRSIS-D and RefSegRS, rows scored on the published split go to <dataset>.md beside
-the published numbers, rows scored on any other test set to <dataset>-other.md. Partial (capped
-test pass), failed and running records are skipped. Published numbers are also in
-<out>/reported.md/.csv, marked "reported", never mixed with rows reproduced here.
+copy of its folder) counts once; runs of different training strategies or weak settings (share of
+accurate training expressions) are always separate rows. Rows are grouped by test set (dataset name,
+split, manifest sha256, sample count); for RRSIS-D and RefSegRS, rows scored on the published split
+go to <dataset>.md beside the published numbers, rows scored on any other test set to
+<dataset>-other.md. Partial (capped test pass), failed and running records are skipped. Published
+numbers are also in <out>/reported.md/.csv, marked "reported", never mixed with rows reproduced here.
 A page is rewritten only if the records given include every run it already lists; replace=true
 drops the runs that are missing. The committed tables: records=leaderboards/records out=leaderboards.
 Files are written atomically; the same records always give the same files.
@@ -90,7 +99,12 @@ def std_column(metric: str) -> str:
 
 
 def load_reported() -> pd.DataFrame:
-    """The published numbers shipped with the package (``rrsis_bench/results/reported.csv``)."""
+    """The published numbers shipped with the package (``rrsis_bench/results/reported.csv``).
+
+    ``setting`` is blank for full supervision, else the share of accurate training expressions
+    (``"10% accurate"``); ``strategy`` is the suite's name for how the row's model was trained
+    (``only_accurate``, ``naive_wrel``, ``lrb_wrel``), ``standard`` where the file leaves it blank.
+    """
     source = resources.files("rrsis_bench.results").joinpath("reported.csv")
     with source.open("r", encoding="utf-8") as f:
         frame = pd.read_csv(
@@ -99,6 +113,7 @@ def load_reported() -> pd.DataFrame:
             keep_default_na=False,
             na_values={m: [""] for m in METRIC_KEYS},
         )
+    frame["strategy"] = frame["strategy"].replace("", REPORTED_DEFAULT_STRATEGY)
     return frame[list(REPORTED_COLUMNS)]
 
 
@@ -125,16 +140,49 @@ def page_name(record: Mapping[str, Any]) -> str:
     return dataset
 
 
-_GroupKey = tuple[str, str, str, str | None, int | None, str, str]  # page, test set, method, group hash
+def weak_setting(record: Mapping[str, Any]) -> tuple[float, str]:
+    """(accurate share of the training expressions, weak scheme): ``(1.0, "")`` when all were accurate."""
+    weak = record_weak(record)
+    if weak is None:
+        return 1.0, ""
+    # Rounded so that 0.3 from one config and 0.30000000000000004 from another are one setting.
+    return round(float(weak["ratio"]), 6), str(weak.get("scheme") or "")
+
+
+def weak_label(accurate_ratio: float, scheme: str) -> str:
+    """``"30 % accurate (nested)"``; ``"100 % accurate"`` without weak expressions."""
+    percent = f"{round(100 * float(accurate_ratio), 2):g} % accurate"
+    return f"{percent} ({scheme})" if scheme else percent
+
+
+class _GroupKey(NamedTuple):
+    page: str
+    dataset: str
+    split: str
+    manifest: str | None
+    num_samples: int | None
+    method: str
+    strategy: str
+    accurate_ratio: float
+    weak_scheme: str
+    group_hash: str
 
 
 def _group_key(record: Mapping[str, Any]) -> _GroupKey:
-    return (page_name(record), *scored_set(record), record["method"]["name"], record["group_hash"])
+    return _GroupKey(
+        page_name(record),
+        *scored_set(record),
+        record["method"]["name"],
+        record_strategy(record)["name"],
+        *weak_setting(record),
+        record["group_hash"],
+    )
 
 
 def _siblings_key(key: _GroupKey) -> tuple:
-    """Rows whose labels are told apart by their differing config keys: same page, split, method."""
-    return (key[0], key[2], key[5])
+    """Rows whose labels are told apart by their differing config keys: same page, split, method,
+    strategy and weak setting (those have columns of their own)."""
+    return (key.page, key.split, key.method, key.strategy, key.accurate_ratio, key.weak_scheme)
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -171,7 +219,7 @@ def _setting_labels(groups: Mapping[_GroupKey, list[dict]]) -> dict[_GroupKey, s
         differing = sorted(k for k in set().union(*others) if len({flat.get(k) for flat in others}) > 1)
         shown = [f"{k}={_short_value(flats[key].get(k))}" for k in differing[:_MAX_LABEL_KEYS]]
         more = [f"+{len(differing) - _MAX_LABEL_KEYS} more"] if len(differing) > _MAX_LABEL_KEYS else []
-        labels[key] = " ".join([key[6][:8], *shown, *more])
+        labels[key] = " ".join([key.group_hash[:8], *shown, *more])
     return labels
 
 
@@ -196,17 +244,20 @@ def _code_label(run: Mapping[str, Any]) -> str:
 
 def _aggregate(key: _GroupKey, runs: list[dict], setting: str) -> dict[str, Any]:
     """One leaderboard row from the runs of one group."""
-    page, dataset, split, manifest, num_samples, method, group_hash = key
     row: dict[str, Any] = {
-        "page": page,
-        "dataset": dataset,
-        "split": split,
-        "manifest_sha256": manifest or "",
-        "n_samples": num_samples,
-        "published_split": is_published_split(dataset, split, num_samples),
-        "method": method,
+        "page": key.page,
+        "dataset": key.dataset,
+        "split": key.split,
+        "manifest_sha256": key.manifest or "",
+        "n_samples": key.num_samples,
+        "published_split": is_published_split(key.dataset, key.split, key.num_samples),
+        "method": key.method,
+        "strategy": key.strategy,
+        "accurate_ratio": key.accurate_ratio,
+        "weak_scheme": key.weak_scheme,
+        "weak": weak_label(key.accurate_ratio, key.weak_scheme),
         "setting": setting,
-        "group_hash": group_hash,
+        "group_hash": key.group_hash,
         "n_runs": len(runs),
         "n_seeds": len({run["seed"] for run in runs}),
         "seeds": [run["seed"] for run in runs],
@@ -228,10 +279,12 @@ def _run_order(run: Mapping[str, Any]) -> tuple[int, str]:
 
 
 def build_leaderboard(records: Iterable[Mapping[str, Any]]) -> dict[str, pd.DataFrame]:
-    """Per page (see :func:`page_name`), one row per (test set, method, group hash), best mIoU first.
+    """Per page (see :func:`page_name`), one row per (test set, method, strategy, weak setting, group hash),
+    best mIoU first.
 
     Only complete records count, each run once. Each row has its test set (split, ``manifest_sha256``,
-    ``n_samples``, ``published_split``), n_runs, n_seeds, seeds,
+    ``n_samples``, ``published_split``), ``strategy``, ``accurate_ratio`` and ``weak_scheme`` (1.0 and
+    "" without weak expressions) with their label ``weak``, n_runs, n_seeds, seeds,
     ``<metric> mean``/``<metric> std`` (sample std, NaN for one run), ``wall_s mean``, hardware,
     code (git commit, ``-dirty`` marked), a setting label, the run ids and the record paths.
     """
@@ -245,8 +298,9 @@ def build_leaderboard(records: Iterable[Mapping[str, Any]]) -> dict[str, pd.Data
     for page in sorted({row["page"] for row in rows}):
         frame = pd.DataFrame([row for row in rows if row["page"] == page])
         frame = frame.sort_values(
-            ["split", "n_samples", "manifest_sha256", mean_column("mIoU"), "method", "group_hash"],
-            ascending=[True, True, True, False, True, True],
+            ["split", "n_samples", "manifest_sha256", mean_column("mIoU"), "method", "strategy",
+             "accurate_ratio", "weak_scheme", "group_hash"],
+            ascending=[True, True, True, False, True, True, True, True, True],
             kind="mergesort",
         )
         frames[page] = frame.reset_index(drop=True)
@@ -293,7 +347,7 @@ def _duration(seconds: Any) -> str:
 def _reproduced_rows(frame: pd.DataFrame) -> list[list[str]]:
     rows = []
     for _, row in frame.iterrows():
-        cells = [row["method"], row["setting"]]
+        cells = [row["method"], row["strategy"], row["weak"], row["setting"]]
         cells += [_mean_std_cell(row[mean_column(m)], row[std_column(m)]) for m in METRIC_KEYS]
         cells += [
             str(row["n_runs"]),
@@ -322,10 +376,13 @@ def _reproduced_section(frame: pd.DataFrame) -> list[str]:
     lines += [
         "Cells: mean ± sample std over the runs of a row (no std for a single run). One table per test "
         "set (split, sample count, manifest sha256): rows of different tables are not comparable. "
+        "Strategy: how the method was trained; Train expressions: the share of training expressions that "
+        "were accurate (the others were class names) and how that subset was chosen. "
         "Code: the git commit of the runs; -dirty marks runs from a working tree with uncommitted changes.",
         "",
     ]
-    header = ["Method", "Setting", *METRIC_KEYS, "Runs", "Seeds", "Wall time (mean)", "Hardware", "Code"]
+    header = ["Method", "Strategy", "Train expressions", "Setting", *METRIC_KEYS, "Runs", "Seeds",
+              "Wall time (mean)", "Hardware", "Code"]
     parts = frame.groupby(["split", "n_samples", "manifest_sha256"], sort=True, dropna=False)
     for (split, num_samples, manifest), part in parts:
         heading = _test_set_heading(split, num_samples, manifest, bool(part["published_split"].iloc[0]))
@@ -338,6 +395,7 @@ def _reported_rows(frame: pd.DataFrame) -> list[list[str]]:
         [
             row["method"],
             row["venue"],
+            row["strategy"],
             row["setting"],
             *(_number(row[m]) for m in METRIC_KEYS),
             row["source"],
@@ -366,7 +424,7 @@ def _sorted_reported(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _reported_tables(frame: pd.DataFrame, heading: str) -> list[str]:
-    header = ["Method", "Venue", "Setting", *METRIC_KEYS, "Source", "Note"]
+    header = ["Method", "Venue", "Strategy", "Setting", *METRIC_KEYS, "Source", "Note"]
     lines: list[str] = []
     for split, part in _sorted_reported(frame).groupby("split", sort=True):
         lines += [f"{heading} {split}", "", *_markdown_table(header, _reported_rows(part)), ""]
@@ -375,7 +433,9 @@ def _reported_tables(frame: pd.DataFrame, heading: str) -> list[str]:
 
 _REPORTED_CAVEAT = (
     "Numbers copied from publications for context: different code, hardware and seeds (usually one run), "
-    "not produced by rrsis-bench. '–' means not reported. Setting is blank for standard full-supervision training."
+    "not produced by rrsis-bench. '–' means not reported. Strategy: how the model was trained, in the "
+    "suite's names (only_accurate, naive_wrel, lrb_wrel run with `strategy=NAME`); Setting: the share of "
+    "training expressions that were accurate (the others were class names), blank for full supervision."
 )
 
 

@@ -5,10 +5,17 @@ reads records back with :func:`load_records`. Field layout (schema version 1)::
 
     schema_version, status ("complete" | "partial" | "failed" | "running"), task ("run" | "eval"),
     run_id, created (ISO-8601 UTC), config_hash, group_hash, config, method {name, source_dist,
-    dist_version, description, num_params}, data {name, split, num_samples, split_num_samples,
-    manifest_sha256}, selection {split, metric, best_epoch, metrics}, seed, code, environment,
-    hardware, timing {wall_s, train_s, eval_s, epochs, steps, train_samples_per_s, peak_memory_mb},
-    metrics {oIoU, mIoU, Pr@0.5 ... Pr@0.9}, artifacts {per_sample, checkpoint, train_log}
+    dist_version, description, num_params}, strategy {name, options, stages [{name, epochs, steps}]},
+    data {name, split, num_samples, split_num_samples, manifest_sha256, weak}, selection {split,
+    metric, best_epoch, metrics}, seed, code, environment, hardware, timing {wall_s, train_s, eval_s,
+    epochs, steps, train_samples_per_s, peak_memory_mb}, metrics {oIoU, mIoU, Pr@0.5 ... Pr@0.9},
+    artifacts {per_sample, checkpoint, train_log}
+
+``strategy`` (how the method was trained) is optional: records written before training strategies
+existed have none and mean ``standard`` (:func:`record_strategy`). When present it is validated:
+``name`` a non-empty string, ``options`` a mapping, ``stages`` a list of ``{name, epochs, steps}``.
+``data.weak`` is None (every training expression accurate) or the weak-expression subset: ``scheme``,
+``ratio`` (the ACCURATE share), ``seed``, ``counts``, ``sha256``.
 
 ``status: partial`` marks a run whose test pass scored only part of the split (a capped smoke run:
 ``trainer.max_eval_samples``, ``trainer=debug``): ``data.num_samples`` is the number of samples
@@ -74,6 +81,7 @@ _FIELD_ORDER = (
     "group_hash",
     "config",
     "method",
+    "strategy",
     "data",
     "selection",
     "seed",
@@ -98,6 +106,8 @@ _REQUIRED_FIELDS = (
     "seed",
 )
 _REQUIRED_NESTED = {"method": ("name",), "data": ("name", "split")}
+#: The strategy of a record without a ``strategy`` field (written before strategies existed).
+DEFAULT_STRATEGY = "standard"
 
 
 class SkippedRecord(NamedTuple):
@@ -112,6 +122,23 @@ class LoadedRecords(NamedTuple):
 
     records: list[dict[str, Any]]
     skipped: list[SkippedRecord]
+
+
+#: Config keys added after records existed, left out of the hash while they hold the value that does
+#: what the runs before them did, so those runs and new ones of the same setting stay one group.
+BACKWARD_DEFAULTS: dict[str, Any] = {
+    "strategy": {"name": "standard"},  # training strategies (before: the plain loop)
+    "data.weak.split_file": None,  # weak splits read from a released file (before: never)
+}
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
 
 
 def _without_key(config: Mapping[str, Any], dotted: str) -> dict[str, Any]:
@@ -138,7 +165,8 @@ def _canonical_json(obj: Any) -> str:
 
 
 def canonical_config(config: Mapping[str, Any], *, include_seed: bool = True) -> dict[str, Any]:
-    """The part of ``config`` that identifies a run: a copy without :data:`VOLATILE_KEYS` (and the seed)."""
+    """The part of ``config`` that identifies a run: a copy without :data:`VOLATILE_KEYS` (and the seed),
+    and without the keys of :data:`BACKWARD_DEFAULTS` that hold their backward-compatible value."""
     if not isinstance(config, Mapping):
         raise ValueError(
             f"config must be a mapping, got {type(config).__name__}; pass the resolved config dict."
@@ -146,6 +174,10 @@ def canonical_config(config: Mapping[str, Any], *, include_seed: bool = True) ->
     cleaned: dict[str, Any] = dict(config)
     for key in (*VOLATILE_KEYS, *(() if include_seed else (SEED_KEY,))):
         cleaned = _without_key(cleaned, key)
+    for key, default in BACKWARD_DEFAULTS.items():
+        present, value = _lookup(cleaned, key)
+        if present and value == default:
+            cleaned = _without_key(cleaned, key)
     return cleaned
 
 
@@ -297,12 +329,54 @@ def _problem(record: Any) -> str | None:
         for key in keys:
             if not isinstance(section, Mapping) or not isinstance(section.get(key), str) or not section[key]:
                 return f"required field '{field}.{key}' is missing or empty"
+    if record.get("strategy") is not None:  # absent or null: a record from before strategies (standard)
+        problem = _strategy_problem(record["strategy"])
+        if problem:
+            return problem
     if record["status"] == "complete":
         metrics = record.get("metrics")
         absent = [key for key in METRIC_KEYS if not isinstance(metrics, Mapping) or key not in metrics]
         if absent:
             return f"a complete record needs metrics {', '.join(absent)}"
     return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _strategy_problem(strategy: Any) -> str | None:
+    """What is wrong with a record's ``strategy`` field, or None."""
+    if not isinstance(strategy, Mapping):
+        return f"strategy is a {type(strategy).__name__}, expected an object {{name, options, stages}}"
+    if not isinstance(strategy.get("name"), str) or not strategy["name"]:
+        return "required field 'strategy.name' is missing or empty"
+    if not isinstance(strategy.get("options"), Mapping):
+        return f"strategy.options is {strategy.get('options')!r}, expected an object"
+    stages = strategy.get("stages")
+    if not isinstance(stages, list):
+        return f"strategy.stages is {stages!r}, expected a list of {{name, epochs, steps}}"
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, Mapping) or not isinstance(stage.get("name"), str) or not stage["name"]:
+            return f"strategy.stages[{i}] needs a non-empty 'name'"
+        for key in ("epochs", "steps"):
+            if not _is_count(stage.get(key)):
+                return f"strategy.stages[{i}].{key} is {stage.get(key)!r}, expected a non-negative integer"
+    return None
+
+
+def record_strategy(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's ``strategy`` field; ``{"name": "standard", "options": {}, "stages": []}`` without one."""
+    strategy = record.get("strategy")
+    if strategy is None:
+        return {"name": DEFAULT_STRATEGY, "options": {}, "stages": []}
+    return dict(strategy)
+
+
+def record_weak(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The record's weak-expression setting (``data.weak``); None when all training expressions were accurate."""
+    weak = (record.get("data") or {}).get("weak")
+    return dict(weak) if isinstance(weak, Mapping) else None
 
 
 def validate_record(record: Any, source: str | os.PathLike | None = None) -> None:
