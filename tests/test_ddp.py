@@ -130,3 +130,18 @@ def test_single_process_takes_the_first_gpu_and_explicit_devices_win(launcher_en
     launcher_env.setenv("LOCAL_RANK", "3")
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
+
+
+# -- lrb_wrel under DDP -------------------------------------------------------------------------
+@pytest.mark.dist
+@pytest.mark.parametrize("method", rrsis_bench.list_methods("test_*"))
+def test_lrb_wrel_trains_every_test_method_on_two_processes(method, tmp_path, data_overrides):
+    """The bank steps (every rank takes part, with or without weak samples), the frozen stage outside DDP,
+    the teacher beside the DDP-wrapped student: three stages on 2 processes."""
+    result = torchrun(["run", f"method={method}", "trainer=debug", "trainer.batch_size=2", "trainer.epochs=1",
+                       "trainer.channels_last=false", "data.image_size=64", "strategy=lrb_wrel",
+                       "data.weak.accurate_ratio=0.5", *data_overrides, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["hardware"]["world_size"] == 2
+    assert [h["stage"] for h in record["history"]] == ["warmup", "bank", "joint"]

@@ -268,3 +268,20 @@ def test_the_kl_option_adds_its_term(tmp_path, data_overrides):
     log = pd.read_csv(run_dir / "train_log.csv")
     assert log.loc[log["stage"] == "joint", "terms"].str.contains("kl=").all()
     assert not log.loc[log["stage"] != "joint", "terms"].str.contains("kl=").any()
+
+
+def test_under_ddp_every_rank_applies_the_mean_of_all_ranks_bank_gradients(monkeypatch):
+    from rrsis_bench.engine import distributed as D
+
+    strategy = LRBWREL()
+    strategy.bank = ReferenceBank(6, 1, 2, std=0.02, generator=torch.Generator().manual_seed(0))
+    weight = strategy.bank.table.weight
+    weight.grad = torch.sparse_coo_tensor(torch.tensor([[1, 4]]), torch.tensor([[2.0, 2.0], [4.0, 4.0]]), (6, 2))
+    other_rank = (torch.tensor([4, 5]), torch.tensor([[6.0, 6.0], [8.0, 8.0]]))
+    monkeypatch.setattr(D, "is_distributed", lambda: True)
+    monkeypatch.setattr(D, "world_size", lambda: 2)
+    monkeypatch.setattr(D, "all_gather_objects", lambda mine: [mine, other_rank])
+    strategy._average_bank_grad()
+    grad = weight.grad.coalesce()
+    assert grad.indices()[0].tolist() == [1, 4, 5]
+    assert grad.values()[:, 0].tolist() == [1.0, 5.0, 4.0]  # (2)/2, (4 + 6)/2, (8)/2

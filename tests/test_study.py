@@ -24,10 +24,15 @@ def test_the_grid_has_every_strategy_below_one_and_standard_at_one():
     assert cell_name("lrb_wrel", 0.1, 2) == "lrb_wrel-acc0.1-seed2" and cell_name("standard", 1, 0).endswith("acc1.0-seed0")
 
 
-def test_no_arguments_is_the_embedded_study():
+def test_without_method_and_data_it_is_the_embedded_study():
     grid = parse_args([])
     assert grid["embedded"] and grid["method"] == EMBEDDED["method"] and grid["data"] == "synthetic"
-    assert len(cells_of(grid)) == 21
+    assert len(cells_of(grid)) == 21 and grid["overrides"] == EMBEDDED["overrides"]
+    moved = parse_args(["out=elsewhere", "seeds=[0]", "trainer.epochs=1"])
+    assert moved["embedded"] and moved["out"] == "elsewhere" and len(cells_of(moved)) == 7
+    assert moved["overrides"] == [*EMBEDDED["overrides"], "trainer.epochs=1"]  # the user's word comes last
+    own = parse_args(["method=fianet_lite"])
+    assert not own["embedded"] and own["overrides"] == [] and own["ratios"] == [0.1, 0.3, 0.5, 1.0]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -59,8 +59,9 @@ and oIoU against the accurate ratio, one line per strategy, 95 % intervals; the 
 curves beside it when the test set is the one they were reported on) and DIR/study.json (the study
 record: the grid and its cells). DIR defaults to outputs/study/weak_ratio-M-D.
 
-With no arguments: the embedded study, baseline on a small synthetic set at 64 px, ratios 0.1/0.3/1.0,
-the three strategies, seeds 0/1/2 (21 cells, about 20 minutes on 2 CPU cores).
+Without method= and data=: the embedded study, baseline on a small synthetic set at 64 px (3 epochs per
+stage, lrb_wrel's bank stage 1 epoch), ratios 0.1/0.3/1.0, the three strategies, seeds 0/1/2 (21
+cells, about 20 minutes on 2 CPU cores); out=, seeds= and other words still apply.
 """
 
 
@@ -85,32 +86,34 @@ def _list(value: str, key: str, kind=str) -> list:
 
 
 def parse_args(args: Sequence[str]) -> dict[str, Any]:
-    """The study's grid from ``key=value`` words; anything else is a run override for every cell."""
-    if not args:
-        return {**EMBEDDED, "embedded": True, "out": None, "overrides": list(EMBEDDED["overrides"])}
-    grid: dict[str, Any] = {"method": None, "data": None, "ratios": [0.1, 0.3, 0.5, 1.0],
-                            "strategies": list(DEFAULT_STRATEGIES), "seeds": [0, 1, 2], "out": None,
-                            "overrides": [], "embedded": False}
+    """The study's grid from ``key=value`` words; anything else is a run override for every cell.
+
+    Without ``method=`` and ``data=`` it is the embedded study (:data:`EMBEDDED`); the other words
+    still apply (``out=``, ``seeds=``, overrides after the embedded ones)."""
+    words = {}
+    overrides = []
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep:
             raise StudyUsageError(f"Unexpected argument {arg!r}; arguments are key=value (see `rrsis-bench study --help`).")
-        if key in ("method", "data", "out"):
-            grid[key] = value
-        elif key == "ratios":
-            grid["ratios"] = _list(value, key, float)
-        elif key == "strategies":
-            grid["strategies"] = _list(value, key)
-        elif key == "seeds":
-            grid["seeds"] = _list(value, key, int)
-        elif key in ("strategy", "seed", "resume", "hydra.run.dir", "hydra.sweep.dir") \
-                or key == "data.weak.accurate_ratio":
+        if key in ("strategy", "seed", "resume", "hydra.run.dir", "hydra.sweep.dir", "data.weak.accurate_ratio"):
             raise StudyUsageError(f"{key} is set by the study for each cell; use ratios=, strategies=, seeds= or out=.")
+        if key in ("method", "data", "out", "ratios", "strategies", "seeds"):
+            words[key] = value
         else:
-            grid["overrides"].append(arg)
-    for key in ("method", "data"):
-        if grid[key] is None:
-            grid[key] = EMBEDDED[key] if key == "data" else "baseline"
+            overrides.append(arg)
+    embedded = "method" not in words and "data" not in words
+    grid: dict[str, Any] = {
+        "method": words.get("method", EMBEDDED["method"] if embedded else "baseline"),
+        "data": words.get("data", EMBEDDED["data"]),
+        "ratios": _list(words["ratios"], "ratios", float) if "ratios" in words else
+        list(EMBEDDED["ratios"] if embedded else [0.1, 0.3, 0.5, 1.0]),
+        "strategies": _list(words["strategies"], "strategies") if "strategies" in words else list(DEFAULT_STRATEGIES),
+        "seeds": _list(words["seeds"], "seeds", int) if "seeds" in words else list(EMBEDDED["seeds"]),
+        "out": words.get("out"),
+        "overrides": [*(EMBEDDED["overrides"] if embedded else []), *overrides],
+        "embedded": embedded,
+    }
     bad = [r for r in grid["ratios"] if not 0.0 < r <= 1.0]
     if bad:
         raise StudyUsageError(f"ratios must lie in (0, 1], not {bad[0]}: a ratio is the accurate share of the training set.")
