@@ -285,3 +285,27 @@ def test_under_ddp_every_rank_applies_the_mean_of_all_ranks_bank_gradients(monke
     grad = weight.grad.coalesce()
     assert grad.indices()[0].tolist() == [1, 4, 5]
     assert grad.values()[:, 0].tolist() == [1.0, 5.0, 4.0]  # (2)/2, (4 + 6)/2, (8)/2
+
+
+# -- the bank's cost as docs/strategies.md quotes it ---------------------------------------------------------
+def test_the_docs_quote_the_committed_bank_benchmark():
+    """The figures of the `bank-cost` region of docs/strategies.md come from docs/figures/bank-benchmark.json
+    (pytest-benchmark output of tests/benchmarks/test_bench_bank.py) and from the bank's arithmetic."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "docs" / "strategies.md").read_text()
+    region = re.search(r"<!-- bank-cost -->(?P<body>.*?)<!-- /bank-cost -->", text, re.S)
+    assert region, "docs/strategies.md lost its bank-cost region"
+    bench = json.loads((repo / "docs" / "figures" / "bank-benchmark.json").read_text())
+    medians = {b["name"]: b["stats"]["median"] * 1000 for b in bench["benchmarks"]}
+    numbers = 10_954 * 20 * 768
+    expected = [
+        f"{numbers:,}", f"{numbers * 4 / 2**20:.1f} MiB", f"{2 * numbers * 4 / 2**20:.1f} MiB",
+        f"{8 * 20 * 768 * 4 / 2**10:.0f} KiB",
+        f"{medians['test_bench_bank_step_rrsisd[row_adamw]']:.1f} ms",
+        f"{medians['test_bench_bank_step_rrsisd[dense_adamw]']:.0f} ms",
+    ]
+    for figure in expected:
+        assert figure in region["body"], f"{figure} is not quoted in the bank-cost region"

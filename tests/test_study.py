@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import exit_code, one_line
 
-from rrsis_bench.commands.study import EMBEDDED, StudyUsageError, cell_name, cells_of, parse_args
+from rrsis_bench.commands.study import (
+    EMBEDDED,
+    StudyUsageError,
+    cell_name,
+    cells_of,
+    parse_args,
+    read_cell,
+    study_title,
+)
+from rrsis_bench.results.leaderboard import load_reported
 from rrsis_bench.results.record import config_hash
+from rrsis_bench.results.study import write_study
+
+REPO = Path(__file__).resolve().parents[1]
 
 GRID = ["study", "weak_ratio", "method=test_baseline", "ratios=[0.5,1.0]", "seeds=[0,1]",
         "strategies=[only_accurate,lrb_wrel]", "trainer=debug", "trainer.progress=false",
@@ -100,3 +114,39 @@ def test_standard_runs_keep_the_identity_they_had_before_strategies():
              "data": {"name": "synthetic", "weak": {"accurate_ratio": 1.0, "split_file": None}}}
     assert config_hash(newer) == config_hash(config)
     assert config_hash({**newer, "strategy": {"name": "naive_wrel"}}) != config_hash(config)
+
+
+# -- the committed embedded study ---------------------------------------------------------------------------
+COMMITTED = REPO / "leaderboards" / "studies" / "weak_ratio-baseline-synthetic"
+DOC = REPO / "docs" / "strategies.md"
+DOC_REGION = re.compile(r"<!-- study (?P<folder>\S+) -->\n(?P<body>.*?)<!-- /study -->", re.S)
+
+
+def doc_tables(study_md: str) -> str:
+    """What docs/strategies.md quotes of a study.md: its metric tables, the headings in bold."""
+    tables = study_md[study_md.index("## mIoU"):]
+    return re.sub(r"^## (\S+)$", r"**\1**", tables, flags=re.M).strip() + "\n"
+
+
+def test_the_committed_embedded_study_is_generated_from_its_cell_records(tmp_path):
+    study = json.loads((COMMITTED / "study.json").read_text())
+    assert study["embedded"] and study["complete"] == 21 and not study["missing"]
+    assert study["code"]["git_dirty"] is False  # run from a clean tree of the commit it names
+    records = [read_cell(COMMITTED, cell["name"]) for cell in study["cells"]]
+    write_study(tmp_path, records, title=study_title("baseline", "synthetic"), reported=load_reported())
+    assert (tmp_path / "study.md").read_text() == (COMMITTED / "study.md").read_text()
+    assert (tmp_path / "study.csv").read_text() == (COMMITTED / "study.csv").read_text()
+
+
+def test_the_docs_quote_the_committed_study():
+    match = DOC_REGION.search(DOC.read_text())
+    assert match, "docs/strategies.md lost its <!-- study ... --> region"
+    assert REPO / match["folder"] == COMMITTED
+    assert match["body"] == doc_tables((COMMITTED / "study.md").read_text())
+
+
+if __name__ == "__main__":  # rewrite the quoted tables after the committed study changes
+    text = DOC.read_text()
+    found = DOC_REGION.search(text)
+    body = doc_tables((REPO / found["folder"] / "study.md").read_text())
+    DOC.write_text(text[:found.start("body")] + body + text[found.end("body"):])

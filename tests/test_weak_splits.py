@@ -9,6 +9,7 @@ import pickle
 from collections import Counter
 
 import pytest
+import torch
 from data.rrsisd_fixture import FIXTURE_WARNINGS, REFS, write_rrsisd_fixture
 from data.rrsisd_release_fixture import (
     ACCURATE_RATIO,
@@ -259,3 +260,28 @@ def test_data_weak_json_round_trip(rrsisd_release, release_train, tmp_path):  # 
     assert report["weak_ids"] == rrsisd_release["weak_sample_ids"][70]
     assert (report["scheme"], report["split_file"], report["split_file_view"]) == ("split_file", str(path), "all")
     assert report["counts"]["weak"] == 8518
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_a_run_trains_lrb_wrel_on_the_released_split_file(rrsisd_release, tmp_path):  # noqa: F811
+    """End to end: `rrsis-bench run` reads the released 90 %-masked pickle, gives lrb_wrel one bank row per
+    weak sample of the file, and records the file's split."""
+    from conftest import exit_code
+
+    path = split_file(rrsisd_release["root"], 90, "all")
+    run_dir = tmp_path / "run"
+    assert exit_code(["run", "method=test_baseline", "data=rrsisd", f"data.root={rrsisd_release['root']}",
+                      "trainer=debug", "trainer.progress=false", "data.image_size=32", "strategy=lrb_wrel",
+                      "strategy.warmup_epochs=1", "strategy.bank_epochs=1", "trainer.epochs=1",
+                      f"data.weak.split_file=\"{path}\"", f"hydra.run.dir={run_dir}"]) == 0
+    record = json.loads((run_dir / "record.json").read_text())
+    weak = record["data"]["weak"]
+    assert weak["scheme"] == "split_file" and weak["counts"]["weak"] == RELEASED_WEAK[90]
+    assert [(s["name"], s["samples"]) for s in record["strategy"]["stages"]] == [
+        ("warmup", SPLIT_SIZES["train"] - RELEASED_WEAK[90]), ("bank", RELEASED_WEAK[90]), ("joint", SPLIT_SIZES["train"])]
+    manifest = json.loads((run_dir / "weak_manifest.json").read_text())
+    all_train = {f"{i}" for i in manifest["accurate_ids"]}
+    assert len(all_train) == SPLIT_SIZES["train"] - RELEASED_WEAK[90]
+    assert not all_train & set(rrsisd_release["weak_sample_ids"][90])  # the file's weak samples, not ours
+    bank = torch.load(run_dir / "checkpoints" / "last" / "state.pt", weights_only=True)["strategy"]["state"]["bank"]
+    assert bank.shape[0] == RELEASED_WEAK[90]

@@ -168,13 +168,19 @@ def _launch(grid: dict[str, Any], cells_dir: Path, strategy: str, ratios: list[f
     return None
 
 
-def _read_cell(folder: Path) -> dict[str, Any] | None:
-    path = folder / "record.json"
+def read_cell(out: Path, name: str) -> dict[str, Any] | None:
+    """The record of cell ``name`` of the study in ``out``, its ``record_path`` relative to ``out`` (so
+    study.csv names the same files wherever the study folder is copied)."""
+    path = out / CELLS / name / "record.json"
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    record["record_path"] = str(path)
+    record["record_path"] = f"{CELLS}/{name}/record.json"
     return record
+
+
+def study_title(method: str, data: str) -> str:
+    return f"Weak-label ratio study: {method} on {data}"
 
 
 def weak_ratio(args: Sequence[str], console: Console) -> int:
@@ -202,8 +208,8 @@ def weak_ratio(args: Sequence[str], console: Console) -> int:
         failures += [_launch(grid, cells_dir, strategy, weak_ratios) for strategy in grid["strategies"]]
     records, missing = [], []
     for cell in cells:
-        record = _read_cell(cells_dir / cell["name"])
-        cell["folder"] = str(cells_dir / cell["name"])
+        record = read_cell(out, cell["name"])
+        cell["folder"] = f"{CELLS}/{cell['name']}"  # relative to the study folder
         cell["status"] = record.get("status") if record else "missing"
         if record is not None and record.get("status") in ("complete", "partial"):  # partial: capped, flagged
             records.append(record)
@@ -215,7 +221,7 @@ def weak_ratio(args: Sequence[str], console: Console) -> int:
     if not records:
         raise StudyUsageError(f"No cell of the study completed (see the cells' folders under {cells_dir}); "
                               f"first error: {next((str(f) for f in failures if f), 'none')}.")
-    title = f"Weak-label ratio study: {grid['method']} on {grid['data']}"
+    title = study_title(grid["method"], grid["data"])
     paths = write_study(out, records, title=title, reported=load_reported())
     frame = study_frame(records)
     study_record = {
