@@ -486,7 +486,7 @@ def _is_user_error(exc: BaseException) -> bool:
 
 
 def cmd_study(args: Sequence[str], console: Console) -> int:
-    from rrsis_bench.commands.study import study
+    from rrsis_bench.studies import study
 
     return study(args, console)
 

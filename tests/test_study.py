@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 from conftest import exit_code, one_line
 
-from rrsis_bench.commands.study import (
+from rrsis_bench.results.leaderboard import load_reported
+from rrsis_bench.results.record import config_hash
+from rrsis_bench.results.study import write_study
+from rrsis_bench.studies.weak_ratio import (
     EMBEDDED,
     StudyUsageError,
     cell_name,
@@ -19,9 +22,6 @@ from rrsis_bench.commands.study import (
     read_cell,
     study_title,
 )
-from rrsis_bench.results.leaderboard import load_reported
-from rrsis_bench.results.record import config_hash
-from rrsis_bench.results.study import write_study
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,6 @@ from rich.console import Console
 from rrsis_bench.errors import UserError
 from rrsis_bench.io import atomic_write_json
 
-STUDIES = ("weak_ratio",)
 FULL_SUPERVISION = "standard"  # the strategy of every ratio-1.0 cell (nothing is weak there)
 DEFAULT_STRATEGIES = ("only_accurate", "naive_wrel", "lrb_wrel")
 STUDY_RECORD = "study.json"
@@ -241,15 +240,3 @@ def weak_ratio(args: Sequence[str], console: Console) -> int:
         return 1
     return 0
 
-
-def study(args: Sequence[str], console: Console) -> int:
-    if not args or args[0] in ("-h", "--help", "help"):
-        console.print(STUDY_HELP, markup=False, highlight=False)
-        return 0
-    name, rest = args[0], list(args[1:])
-    if name not in STUDIES:
-        raise StudyUsageError(f"Unknown study {name!r}; studies: {', '.join(STUDIES)}.")
-    if any(a in ("-h", "--help") for a in rest):
-        console.print(STUDY_HELP, markup=False, highlight=False)
-        return 0
-    return weak_ratio(rest, console)
