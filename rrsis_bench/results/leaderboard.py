@@ -336,7 +336,8 @@ def _mean_std_cell(mean: float, std: float) -> str:
     return f"{mean:.2f}{spread}"
 
 
-def _duration(seconds: Any) -> str:
+def duration_text(seconds: Any) -> str:
+    """A wall time as leaderboards and studies show it: ``45s``, ``1m 37s``, ``2h 05m``; ``–`` when unknown."""
     if seconds is None or pd.isna(seconds):
         return "–"
     minutes, secs = divmod(round(float(seconds)), 60)
@@ -352,7 +353,7 @@ def _reproduced_rows(frame: pd.DataFrame) -> list[list[str]]:
         cells += [
             str(row["n_runs"]),
             ", ".join(str(seed) for seed in row["seeds"]),
-            _duration(row["wall_s mean"]),
+            duration_text(row["wall_s mean"]),
             row["hardware"],
             row["code"],
         ]

@@ -33,7 +33,7 @@ from rrsis_bench.data.inspect import PUBLISHED_SIZES
 from rrsis_bench.errors import UserError
 from rrsis_bench.io import atomic_write, atomic_write_text
 from rrsis_bench.metrics import METRIC_KEYS
-from rrsis_bench.results.leaderboard import load_reported, weak_setting
+from rrsis_bench.results.leaderboard import duration_text, load_reported, weak_setting
 from rrsis_bench.results.record import DEFAULT_STRATEGY, RECORD_PATH_KEY, record_strategy
 
 #: The metrics a study summarises (tables and plot panels, in this order).
@@ -242,14 +242,6 @@ def _percent(ratio: float) -> str:
     return f"{round(100 * float(ratio), 2):g} %"
 
 
-def _duration(seconds: float) -> str:
-    if seconds is None or math.isnan(seconds):
-        return "–"
-    minutes, secs = divmod(round(float(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
-
-
 def _summary_cell(row: Mapping[str, Any], metric: str) -> str:
     mean, std = row[f"{metric} mean"], row[f"{metric} std"]
     if pd.isna(mean):
@@ -300,7 +292,7 @@ def _budget(frame: pd.DataFrame) -> str:
 
 def _wall_times(frame: pd.DataFrame) -> str:
     return ", ".join(
-        f"{strategy} {_duration(mean_std_interval(cells['wall_s'].tolist())[0])}"
+        f"{strategy} {duration_text(mean_std_interval(cells['wall_s'].tolist())[0])}"
         for strategy, cells in frame.groupby("strategy", sort=False)
     )
 
