@@ -334,6 +334,10 @@ class LRBWREL(Strategy):
         self.bank_optimizer = RowAdamW(self.bank.parameters(), lr=lr, weight_decay=self.options["bank_weight_decay"])
         self.bank_scheduler = poly_schedule(self.bank_optimizer, total, trainer.settings.poly_power)
 
+    def _shared_ids(self) -> set[int]:
+        """ids of the text encoder's tensors, which student and teacher share."""
+        return {id(t) for m in self.text for t in itertools.chain(m.parameters(), m.buffers())}
+
     def _make_teacher(self, model: nn.Module) -> nn.Module:
         """A copy of ``model`` whose text encoder IS the student's (shared), every other tensor frozen."""
         memo: dict[int, Any] = {id(m): m for m in self.text}
@@ -428,7 +432,7 @@ class LRBWREL(Strategy):
     def update_teacher(self, student: nn.Module, momentum: float) -> None:
         """θ_T ← α·θ_T + (1 − α)·θ_S over the teacher's own tensors (the shared text encoder is skipped;
         float buffers such as batch-norm statistics follow the same average, integer ones are copied)."""
-        shared = {id(t) for m in self.text for t in itertools.chain(m.parameters(), m.buffers())}
+        shared = self._shared_ids()
         teacher_state = self.teacher.state_dict(keep_vars=True)
         for name, value in student.state_dict(keep_vars=True).items():
             target = teacher_state[name]
@@ -499,7 +503,7 @@ class LRBWREL(Strategy):
         return trainer.model
 
     def state_dict(self) -> dict[str, Any]:
-        shared = {id(t) for m in self.text for t in itertools.chain(m.parameters(), m.buffers())}
+        shared = self._shared_ids()
         state: dict[str, Any] = {"stage": self.stage, "bank": self.bank.table.weight.detach().clone()}
         if self.bank_optimizer is not None:
             state["bank_optimizer"] = self.bank_optimizer.state_dict()
