@@ -41,6 +41,7 @@ commands:
   profile      parameters, forward FLOPs, latency, peak memory: profile method=NAME [image_size=480]
   convert      import an official LAVT/FIANet checkpoint: convert method=NAME src=FILE.pth out=DIR
   study        a grid of runs summarised: study weak_ratio method=M data=D ratios=[..] strategies=[..] seeds=[..]
+  compare      paired statistics of two runs on the same test samples: compare RUN_A RUN_B [out=FILE.json]
 
 `rrsis-bench <command> --help` explains each command. Errors are one line; add --debug (or set
 HYDRA_FULL_ERROR=1) for the traceback.
@@ -491,9 +492,18 @@ def cmd_study(args: Sequence[str], console: Console) -> int:
     return study(args, console)
 
 
+def cmd_compare(args: Sequence[str], console: Console) -> int:
+    from rrsis_bench.commands.compare import CompareUsageError, compare_command
+
+    try:
+        return compare_command(args, console)  # prints its own --help
+    except CompareUsageError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 PLAIN_COMMANDS: dict[str, Callable[[Sequence[str], Console], int]] = {
     "score": cmd_score, "list": cmd_list, "leaderboard": cmd_leaderboard, "data": cmd_data,
-    "profile": cmd_profile, "convert": cmd_convert, "study": cmd_study,
+    "profile": cmd_profile, "convert": cmd_convert, "study": cmd_study, "compare": cmd_compare,
 }
 
 

@@ -208,6 +208,9 @@ class RRSISMetric:
 
     def __init__(self) -> None:
         self._counts: dict[str, tuple[int, int]] = {}
+        # Optional per-sample facts beside the counts (e.g. the target's pixel count), kept in rows()
+        # and to_frame() as extra columns; they never enter the metrics.
+        self._annotations: dict[str, dict[str, Any]] = {}
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -280,6 +283,16 @@ class RRSISMetric:
             checked[sample_id] = _check_counts(inter, union, sample_id)
         self._counts.update(checked)
 
+    def annotate(self, sample_id: str, **fields: Any) -> None:
+        """Attach extra per-sample columns (``target_pixels=…``) to a scored sample's row."""
+        sample_id = str(sample_id)
+        if sample_id not in self._counts:
+            raise KeyError(f"Sample id {sample_id!r} has not been scored; annotate it after update().")
+        clash = set(fields) & set(ROW_COLUMNS)
+        if clash:
+            raise ValueError(f"Annotations cannot replace the row columns {sorted(clash)}.")
+        self._annotations.setdefault(sample_id, {}).update(fields)
+
     def add(self, sample_id: str, intersection: int, union: int) -> None:
         """Record one sample's precomputed counts."""
         self._add_many([str(sample_id)], [intersection], [union])
@@ -292,29 +305,40 @@ class RRSISMetric:
         a duplicate id with different counts is always an error. Nothing is added on error.
         """
         incoming: dict[str, tuple[int, int]] = {}
+        notes: dict[str, dict[str, Any]] = {}
         for row in rows:
             sample_id = str(row["sample_id"])
             counts = _check_counts(row["intersection"], row["union"], sample_id)
             known = self._counts.get(sample_id, incoming.get(sample_id))
             if known is None:
                 incoming[sample_id] = counts
+                extra = {k: v for k, v in row.items() if k not in ROW_COLUMNS}
+                if extra:
+                    notes[sample_id] = extra
             elif not (drop_duplicates and known == counts):
                 raise ValueError(
                     f"Sample id {sample_id!r} appears twice ({known} and {counts} as (I, U)); "
                     "pass drop_duplicates=True only for identical sampler-padding repeats."
                 )
         self._counts.update(incoming)
+        self._annotations.update(notes)
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per sample: sample_id, intersection, union, iou (0 when the union is empty)."""
+        """One dict per sample: sample_id, intersection, union, iou (0 when the union is empty), then
+        the sample's annotations (:meth:`annotate`), if any."""
         return [
-            {"sample_id": sample_id, "intersection": inter, "union": union, "iou": _iou(inter, union)}
+            {"sample_id": sample_id, "intersection": inter, "union": union, "iou": _iou(inter, union),
+             **self._annotations.get(sample_id, {})}
             for sample_id, (inter, union) in self._counts.items()
         ]
 
+    def annotation_columns(self) -> list[str]:
+        """The annotation keys in first-seen order."""
+        return list(dict.fromkeys(key for notes in self._annotations.values() for key in notes))
+
     def to_frame(self) -> pd.DataFrame:
-        """The per-sample table as a DataFrame with columns sample_id, intersection, union, iou."""
-        return pd.DataFrame(self.rows(), columns=list(ROW_COLUMNS))
+        """The per-sample table: columns sample_id, intersection, union, iou, then any annotation columns."""
+        return pd.DataFrame(self.rows(), columns=[*ROW_COLUMNS, *self.annotation_columns()])
 
     def compute(self) -> dict[str, Any]:
         """oIoU, mIoU, Pr@0.5 … Pr@0.9 (percentages) and num_samples over everything seen so far."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from omegaconf import OmegaConf
 from rich.console import Console
@@ -33,6 +34,7 @@ from rrsis_bench.errors import UserError
 from rrsis_bench.io import atomic_write, atomic_write_json, atomic_write_text
 from rrsis_bench.metrics import format_metrics_table
 from rrsis_bench.nn.text import build_tokenizer
+from rrsis_bench.profile import run_efficiency
 from rrsis_bench.registry import DATASETS, METHODS, create_dataset, create_method
 from rrsis_bench.results import provenance
 from rrsis_bench.results.record import (
@@ -120,8 +122,50 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def write_outputs(run_dir: Path, record: dict, metric) -> None:
-    atomic_write(run_dir / "per_sample.csv", lambda tmp: metric.to_frame().to_csv(tmp, index=False))
+def config_source() -> dict[str, Any] | None:
+    """How the config was composed, for a leaderboard's Setting column: the experiment and recipe files
+    Hydra chose (None when none) and the command-line overrides; None outside a Hydra command."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    from hydra.core.global_hydra import GlobalHydra
+
+    hydra_cfg = HydraConfig.get()
+    choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
+    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+
+    def chosen(group: str) -> str | None:
+        # An optional default (recipe: ${method}_${data}) is named in the choices even when no such
+        # file exists: keep only options that are really there.
+        name = choices.get(group)
+        if name is None or loader is None:
+            return name
+        return name if name in loader.get_group_options(group) else None
+
+    return {"experiment": chosen("experiment"), "recipe": chosen("recipe"),
+            "overrides": [str(o) for o in hydra_cfg.overrides.task]}
+
+
+#: Sample metadata copied into per_sample.csv beside the counts, for breakdowns (when the dataset has them).
+PER_SAMPLE_METADATA = ("class_name", "expression_type")
+
+
+def per_sample_frame(metric, samples) -> pd.DataFrame:
+    """The scored samples' rows (counts, IoU, target/image pixels) joined with the split's metadata
+    (:data:`PER_SAMPLE_METADATA`: the class, and the expression type where the dataset names one)."""
+    frame = metric.to_frame()
+    metadata = [sample_metadata(samples, i) for i in range(len(samples))]
+    for key in PER_SAMPLE_METADATA:
+        if any(key in meta for meta in metadata):
+            by_id = {str(meta["sample_id"]): meta.get(key) for meta in metadata}
+            frame[key] = frame["sample_id"].map(by_id)
+    return frame
+
+
+def write_outputs(run_dir: Path, record: dict, metric, samples) -> None:
+    frame = per_sample_frame(metric, samples)
+    atomic_write(run_dir / "per_sample.csv", lambda tmp: frame.to_csv(tmp, index=False))
     write_record(run_dir, record)
 
 
@@ -202,6 +246,14 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
     if not D.is_main():
         D.barrier()
         return None
+    try:
+        efficiency = run_efficiency(model, config["method"], image_size=int(config["data"]["image_size"]),
+                                    max_tokens=int(config["data"]["max_tokens"]), device=trainer.device,
+                                    channels_last=settings.channels_last,
+                                    build=lambda: build_method(config["method"]))
+    except Exception as exc:  # a cost we cannot measure must not lose a trained run: the record says why
+        efficiency = {"error": f"{type(exc).__name__}: {exc}"}
+        console.print(f"[yellow]Efficiency not measured ({efficiency['error']}); the record says so.[/yellow]")
 
     # A capped test pass (trainer.max_eval_samples, trainer=debug) is partial: never a leaderboard row.
     status = scoring_status(len(metric), len(raw[config["eval_split"]]))
@@ -221,6 +273,7 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
                 "steps": fit.steps,
                 "train_samples_per_s": round(fit.samples / fit.train_s, 2) if fit.train_s else None,
                 "peak_memory_mb": round(peak_memory_mb(trainer.device), 1)},
+        efficiency=efficiency, setting=config_source(),
         metrics=metrics, history=fit.history,
         artifacts={"per_sample": "per_sample.csv", "checkpoint": "checkpoints/best",
                    "train_log": "train_log.csv", "config": f"checkpoints/{CONFIG_FILE}"},
@@ -228,7 +281,7 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
     )
     if weak_manifest is not None:
         atomic_write_json(run_dir / "weak_manifest.json", weak_manifest)
-    write_outputs(run_dir, record, metric)  # record.json last: it marks the run complete
+    write_outputs(run_dir, record, metric, raw[config["eval_split"]])  # record.json last: it marks the run complete
     console.print(format_metrics_table(
         metrics, f"{config['method']['name']} on {config['data']['name']}/{record['data']['split']} "
                  f"(best val epoch {fit.best_epoch})"))
@@ -460,7 +513,7 @@ def _evaluate(cfg, run_dir: Path, console: Console | None = None) -> dict | None
         rrsis_bench_version=__version__,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_outputs(run_dir, record, metric)
+    write_outputs(run_dir, record, metric, samples)
     console.print(format_metrics_table(metrics, f"{config['method']['name']} on {config['data']['name']}/{cfg.split}"))
     console.print(f"Record: {run_dir / 'record.json'}")
     D.barrier()

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from rrsis_bench.cli import main
@@ -43,6 +44,51 @@ def test_run_writes_record_table_and_checkpoints(debug_run):
     for name in ("best/model.safetensors", "last/model.safetensors", "last/state.pt", "config.yaml"):
         assert (debug_run / "checkpoints" / name).is_file()
     assert (debug_run / ".hydra" / "config.yaml").is_file()
+
+
+def test_run_records_per_sample_metadata_efficiency_and_setting(debug_run, data_overrides):
+    """per_sample.csv carries what breakdowns need (target size at the scoring resolution, class,
+    expression type), and the record carries the cost and how the config was composed."""
+    from rrsis_bench.data.inputs import declared_inputs
+    from rrsis_bench.profile import count_forward_flops, dummy_batch
+    from rrsis_bench.registry import create_dataset, create_method
+
+    record = json.loads((debug_run / "record.json").read_text())
+    per_sample = pd.read_csv(debug_run / "per_sample.csv")
+    assert list(per_sample.columns) == ["sample_id", "intersection", "union", "iou", "target_pixels", "pixels",
+                                        "class_name", "expression_type"]
+    config = record["config"]["data"]
+    test = create_dataset("synthetic", root=config["root"], split="test", **config["options"])
+    by_id = {test[i]["sample_id"]: test[i] for i in range(len(per_sample))}
+    for row in per_sample.itertuples():
+        sample = by_id[row.sample_id]  # trainer=debug scores the first samples; eval_size null = native
+        assert row.target_pixels == int(sample["mask"].sum()) and row.pixels == sample["mask"].size
+        assert row.class_name == sample["class_name"] and row.expression_type == sample["expression_type"]
+    efficiency = record["efficiency"]
+    assert efficiency["params"] == record["method"]["num_params"]
+    assert efficiency["input"] == {"image_size": config["image_size"], "max_tokens": config["max_tokens"],
+                                   "batch_size": 1}
+    model = create_method("test_baseline")
+    batch = dummy_batch(1, config["image_size"], config["max_tokens"], torch.device("cpu"), declared_inputs(model))
+    assert efficiency["flops"] == count_forward_flops(model, batch)[0] > 0
+    assert efficiency["latency_ms"]["repeats"] == 10 and efficiency["latency_ms"]["median"] > 0
+    assert record["setting"] == {"experiment": None, "recipe": None,
+                                 "overrides": ["method=test_baseline", "trainer=debug", *data_overrides]}
+
+
+def test_flop_counts_are_cached_per_method_config_and_input_size(tmp_path, monkeypatch):
+    from rrsis_bench.profile import flops_cache_dir, run_efficiency
+    from rrsis_bench.registry import create_method
+
+    monkeypatch.setenv("RRSIS_BENCH_CACHE", str(tmp_path))
+    model = create_method("test_baseline")
+    config = {"name": "test_baseline"}
+    first = run_efficiency(model, config, image_size=32, max_tokens=8, device=torch.device("cpu"))
+    second = run_efficiency(model, config, image_size=32, max_tokens=8, device=torch.device("cpu"))
+    other = run_efficiency(model, config, image_size=64, max_tokens=8, device=torch.device("cpu"))
+    assert (first["flops_from_cache"], second["flops_from_cache"], other["flops_from_cache"]) == (False, True, False)
+    assert first["flops"] == second["flops"] and 3.5 < other["flops"] / first["flops"] < 4.5  # ~ pixels
+    assert len(list(flops_cache_dir().glob("*.json"))) == 2
 
 
 def test_eval_scores_a_checkpoint(debug_run, tmp_path):

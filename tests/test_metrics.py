@@ -275,3 +275,23 @@ def test_rows_frame_and_table():
     console.print(format_metrics_table(metric.compute(), "val"))
     text = console.export_text()
     assert "val" in text and "33.33" in text and "Pr@0.9" in text
+
+
+def test_annotations_ride_along_rows_merge_and_frame_without_touching_metrics():
+    metric = RRSISMetric()
+    metric.add("a", 1, 2)
+    metric.add("b", 3, 4)
+    metric.annotate("a", target_pixels=5, pixels=16)
+    assert metric.rows()[0] == {"sample_id": "a", "intersection": 1, "union": 2, "iou": 0.5,
+                                "target_pixels": 5, "pixels": 16}
+    frame = metric.to_frame()
+    assert list(frame.columns) == ["sample_id", "intersection", "union", "iou", "target_pixels", "pixels"]
+    assert frame["target_pixels"].isna().tolist() == [False, True]
+    merged = RRSISMetric()
+    merged.merge(metric.rows())
+    merged.merge([{**metric.rows()[0], "target_pixels": 99}], drop_duplicates=True)  # a padding repeat
+    assert merged.rows() == metric.rows() and merged.compute() == metric.compute()
+    with pytest.raises(KeyError, match="has not been scored"):
+        metric.annotate("c", pixels=1)
+    with pytest.raises(ValueError, match="cannot replace"):
+        metric.annotate("a", iou=1.0)

@@ -101,6 +101,10 @@ def evaluate(model, loader: DataLoader, device: torch.device, *, amp: bool = Fal
         if kept:
             ids, kept_preds, gts = zip(*kept, strict=True)
             local.update(list(ids), list(kept_preds), [gt.to(p.device) for gt, p in zip(gts, kept_preds, strict=True)])
+            # The target's share of the image, for breakdowns by object size (at the scoring resolution).
+            areas = torch.stack([gt.reshape(-1).count_nonzero() for gt in gts]).tolist()
+            for sample_id, gt, area in zip(ids, gts, areas, strict=True):
+                local.annotate(sample_id, target_pixels=int(area), pixels=int(gt.numel()))
         if progress is not None:
             progress(len(preds))
     model.train(was_training)

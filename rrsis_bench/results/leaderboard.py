@@ -47,7 +47,9 @@ from rrsis_bench.results.record import (
     record_weak,
 )
 
-REPORTED_TEXT_COLUMNS = ("dataset", "split", "method", "venue", "setting", "source", "note", "strategy")
+REPORTED_TEXT_COLUMNS = (
+    "dataset", "split", "method", "venue", "setting", "source", "note", "strategy", "secondary_source",
+)
 REPORTED_COLUMNS = (*REPORTED_TEXT_COLUMNS[:4], *METRIC_KEYS, *REPORTED_TEXT_COLUMNS[4:])
 #: The training strategy of a reported row whose ``strategy`` cell is blank (ordinary full supervision).
 REPORTED_DEFAULT_STRATEGY = "standard"

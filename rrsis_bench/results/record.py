@@ -8,8 +8,14 @@ reads records back with :func:`load_records`. Field layout (schema version 1)::
     dist_version, description, num_params}, strategy {name, options, stages [{name, epochs, steps}]},
     data {name, split, num_samples, split_num_samples, manifest_sha256, weak}, selection {split,
     metric, best_epoch, metrics}, seed, code, environment, hardware, timing {wall_s, train_s, eval_s,
-    epochs, steps, train_samples_per_s, peak_memory_mb}, metrics {oIoU, mIoU, Pr@0.5 ... Pr@0.9},
-    artifacts {per_sample, checkpoint, train_log}
+    epochs, steps, train_samples_per_s, peak_memory_mb},
+    efficiency {params, flops, gflops, input {image_size, max_tokens, batch_size}, latency_ms {median,
+    min, repeats, warmup}, latency_device, ...}, setting {experiment, recipe, overrides}, metrics {oIoU,
+    mIoU, Pr@0.5 ... Pr@0.9}, artifacts {per_sample, checkpoint, train_log}
+
+``efficiency`` (written by runs since the leaderboards show cost) and ``setting`` (how the config was
+composed: Hydra's experiment/recipe choice and the command-line overrides; null outside a Hydra
+command) are optional; older records have neither.
 
 ``strategy`` (how the method was trained) is optional: records written before training strategies
 existed have none and mean ``standard`` (:func:`record_strategy`). When present it is validated:
@@ -89,6 +95,8 @@ _FIELD_ORDER = (
     "environment",
     "hardware",
     "timing",
+    "efficiency",
+    "setting",
     "metrics",
     "artifacts",
 )

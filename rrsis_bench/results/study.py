@@ -43,7 +43,8 @@ CONFIDENCE = 0.95
 SCORED_STATUSES = ("complete", "partial")
 #: Strategies in the order tables and legends list them; any other strategy follows, by name.
 STRATEGY_ORDER = (DEFAULT_STRATEGY, "only_accurate", "naive_wrel", "lrb_wrel")
-#: ``reported.csv`` rows of the published LRB-WREL curves: their ``source`` starts with this.
+#: ``reported.csv`` rows of the published LRB-WREL curves: their ``source`` (or, where another paper first
+#: published the number, e.g. RMSIN's 100 % row, their ``secondary_source``) starts with this.
 LRBWREL_SOURCE = "LRB-WREL README"
 REPORTED_LABEL = "reported (LRB-WREL paper, RMSIN base)"
 #: The base model of the published curves, as a method name.
@@ -207,7 +208,10 @@ def weak_curves_from(reported: pd.DataFrame, dataset: str, split: str) -> pd.Dat
     rows = reported[
         (reported["dataset"] == dataset)
         & (reported["split"] == split)
-        & reported["source"].str.startswith(LRBWREL_SOURCE)
+        & (
+            reported["source"].str.startswith(LRBWREL_SOURCE)
+            | reported["secondary_source"].str.startswith(LRBWREL_SOURCE)
+        )
     ]
     if rows.empty:
         return None
