@@ -39,6 +39,8 @@ from rrsis_bench.results.record import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+#: The record folders the committed leaderboards are generated from (README, leaderboards/README.md).
+COMMITTED_RECORDS = ("leaderboards/records", "leaderboards/studies")
 RRSISD_TEST = "a" * 64  # manifest sha256 of a test split of the published size (3,481 samples)
 
 HARDWARE = {
@@ -77,10 +79,17 @@ def make_record(
     code: dict | None = None,
     strategy: dict | None = None,
     weak: dict | None = None,
+    setting: dict | None | str = "default",
 ) -> dict:
     config = make_config(seed, lr, dataset)
+    if setting == "default":  # how `rrsis-bench run experiment=fianet_rrsisd optimizer.lr=… seed=…` records it
+        setting = {"experiment": "fianet_rrsisd", "recipe": None,
+                   "overrides": ["experiment=fianet_rrsisd", f"optimizer.lr={lr}", f"seed={seed}",
+                                 "data.root=/data/rrsisd"]}
     metrics = dict.fromkeys(METRIC_KEYS, 50.0) | {"mIoU": miou, "oIoU": miou + 10}
     extra = {} if strategy is None else {"strategy": strategy}
+    if setting is not None:
+        extra["setting"] = setting
     return build_record(
         status=status,
         task="run",
@@ -405,7 +414,7 @@ def test_three_seeds_aggregate_to_mean_and_sample_std():
     assert (row["n_runs"], row["n_seeds"], row["seeds"]) == (3, 3, [0, 1, 2])  # the failed seed 3 is excluded
     assert row["wall_s mean"] == pytest.approx(3660.0)
     assert row["hardware"] == "1x Test GPU"
-    assert row["setting"] == records[0]["group_hash"][:8]
+    assert row["setting"] == "experiment fianet_rrsisd: optimizer.lr=0.0001"  # seed and data.root not shown
 
 
 def test_single_run_has_no_std_and_groups_are_ranked_by_miou():
@@ -432,7 +441,7 @@ def test_markdown_keeps_reported_rows_out_of_the_reproduced_table():
         "ΣI/ΣU" in reproduced and "IoU = 0 when the union is empty" in reproduced and "IoU ≥ X" in reproduced
     )
     assert "## Reproduced with rrsis-bench" in reproduced
-    assert "| fianet |" in reproduced and "| 61.00 ± 1.00 |" in reproduced and "| 3 | 0, 1, 2 |" in reproduced
+    assert "| fianet |" in reproduced and "| 61.00 ± 1.00 |" in reproduced and "| 0, 1, 2 | t over 3 seeds |" in reproduced
     assert "RMSIN" not in reproduced and "LRB-WREL" not in reproduced and "DiCoR" not in reproduced
     assert (
         "| FIANet | TGRS'25 |" in reported and "10% accurate" in reported and "DiCoR manuscript" in reported
@@ -444,7 +453,7 @@ def test_markdown_omits_the_reported_section_without_rows():
     frame = build_leaderboard([make_record(0, 60.0, dataset="synthetic")])["synthetic"]
     markdown = render_markdown("synthetic", frame, load_reported())
     assert "Reported in publications" not in markdown
-    assert "| 60.00 |" in markdown and "| 1 | 0 |" in markdown  # one run: no spread
+    assert "| 60.00 |" in markdown and "| 0 | none (no per-sample file) |" in markdown  # one run: no spread
 
 
 def test_write_leaderboards_is_byte_identical_and_atomic(tmp_path):
@@ -459,6 +468,8 @@ def test_write_leaderboards_is_byte_identical_and_atomic(tmp_path):
         "synthetic.csv",
         "reported.md",
         "reported.csv",
+        "model-index.yml",
+        "index.html",
     ]
     for a, b in zip(first, second, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
@@ -531,7 +542,7 @@ def test_rows_from_a_dirty_tree_are_marked():
     dirty = make_record(1, 62.0, code={"git_sha": "fedcba9876543210", "git_dirty": True})
     frame = build_leaderboard([clean, dirty])["rrsisd"]
     assert frame.loc[0, "code"] == "0123456, fedcba9-dirty"
-    assert "| 0123456, fedcba9-dirty |" in render_markdown("rrsisd", frame, load_reported())
+    assert "| 0123456, fedcba9-dirty (dirty tree!) |" in render_markdown("rrsisd", frame, load_reported())
 
 
 # --------------------------------------------------------------------------- strategies and weak settings
@@ -562,7 +573,7 @@ def test_strategies_and_weak_settings_are_never_merged_even_when_the_config_hash
     ]
     assert frame[mean_column("mIoU")].tolist() == [60.0, 51.0, 40.0]
     # Strategy and weak setting have columns of their own, so the Setting labels need not tell them apart.
-    assert set(frame["setting"]) == {standard["group_hash"][:8]}
+    assert set(frame["setting"]) == {"experiment fianet_rrsisd: optimizer.lr=0.0001"}
 
 
 def test_rows_show_strategy_and_weak_setting_in_markdown_and_csv(tmp_path):
@@ -570,9 +581,10 @@ def test_rows_show_strategy_and_weak_setting_in_markdown_and_csv(tmp_path):
                make_record(0, 50.0, run_id="lrb", strategy=lrb_wrel(), weak=nested(0.3))]
     write_leaderboards(records, tmp_path)
     page = (tmp_path / "rrsisd.md").read_text()
-    assert "| Method | Strategy | Train expressions | Setting | oIoU |" in page
-    assert f"| fianet | standard | 100 % accurate | {records[0]['group_hash'][:8]} | 70.00 |" in page
-    assert f"| fianet | lrb_wrel | 30 % accurate (nested) | {records[0]['group_hash'][:8]} | 60.00 |" in page
+    assert "| # | Method | Strategy | Train expressions | Setting | mIoU |" in page
+    setting = "experiment fianet_rrsisd: optimizer.lr=0.0001"
+    assert f"| R1 ★ | fianet | standard | 100 % accurate | {setting} | 60.00 |" in page
+    assert f"| R2 | fianet | lrb_wrel | 30 % accurate (nested) | {setting} | 50.00 |" in page
     table = pd.read_csv(tmp_path / "rrsisd.csv", keep_default_na=False)
     assert table[["strategy", "accurate_ratio", "weak_scheme", "weak"]].values.tolist() == [
         ["standard", 1.0, "", "100 % accurate"], ["lrb_wrel", 0.3, "nested", "30 % accurate (nested)"]
@@ -662,12 +674,17 @@ def test_the_default_output_is_not_the_committed_folder(tmp_path, monkeypatch):
 
 
 def test_committed_tables_are_generated_from_the_committed_records(tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)  # record paths in the tables are relative to the repository
-    _, written = regenerate_leaderboards(["leaderboards/records"], tmp_path)
+    # Record paths and links in the tables are relative to where the command runs and to out=, so the
+    # committed records are copied into the same layout in a temporary repository root.
+    for folder in COMMITTED_RECORDS:
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    monkeypatch.chdir(tmp_path)
+    _, written = regenerate_leaderboards(list(COMMITTED_RECORDS), "leaderboards")
+    assert {path.name for path in written} >= {"synthetic.md", "index.html", "model-index.yml", "reported.md"}
     for path in written:
         assert path.read_bytes() == (REPO / "leaderboards" / path.name).read_bytes(), (
             f"leaderboards/{path.name} differs from what its records give; regenerate it: "
-            "rrsis-bench leaderboard records=leaderboards/records out=leaderboards"
+            f"rrsis-bench leaderboard records={','.join(COMMITTED_RECORDS)} out=leaderboards"
         )
 
 

@@ -36,9 +36,19 @@ from rrsis_bench.data.inspect import PUBLISHED_SIZES
 from rrsis_bench.errors import UserError
 from rrsis_bench.io import atomic_write, atomic_write_text
 from rrsis_bench.metrics import METRIC_KEYS
+from rrsis_bench.results.analysis import (
+    TIE_ALPHA,
+    as_float,
+    mean_of,
+    mean_sample_iou,
+    read_run_samples,
+    row_intervals,
+    tie_p_values,
+)
 from rrsis_bench.results.provenance import hardware_summary
 from rrsis_bench.results.record import (
     RECORD_PATH_KEY,
+    VOLATILE_KEYS,
     LoadedRecords,
     canonical_config,
     load_records,
@@ -46,6 +56,7 @@ from rrsis_bench.results.record import (
     record_strategy,
     record_weak,
 )
+from rrsis_bench.results.tables import markdown_table, test_set_tables
 
 REPORTED_TEXT_COLUMNS = (
     "dataset", "split", "method", "venue", "setting", "source", "note", "strategy", "secondary_source",
@@ -54,31 +65,40 @@ REPORTED_COLUMNS = (*REPORTED_TEXT_COLUMNS[:4], *METRIC_KEYS, *REPORTED_TEXT_COL
 #: The training strategy of a reported row whose ``strategy`` cell is blank (ordinary full supervision).
 REPORTED_DEFAULT_STRATEGY = "standard"
 REPORTED_NAME = "reported"
+#: The web page and the papers-with-code style export written beside the Markdown/CSV tables.
+PAGE_NAME = "index.html"
+MODEL_INDEX_NAME = "model-index.yml"
 #: Page suffix for rows of a dataset with published splits that were scored on another test set.
 OTHER_SUFFIX = "-other"
 #: `rrsis-bench leaderboard` defaults: runs under these folders, tables outside the committed leaderboards/.
 DEFAULT_RECORDS = ("outputs", "multirun")
 DEFAULT_OUT = "outputs/leaderboards"
-_MAX_LABEL_KEYS = 4
-_MAX_VALUE_CHARS = 24
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LIST_COLUMNS = ("seeds", "run_ids", "records")
 
 LEADERBOARD_HELP = """\
 usage: rrsis-bench leaderboard [records=DIR[,DIR...]] [out=DIR] [replace=false]
 
-Generate <out>/<dataset>.md and <dataset>.csv from the complete run records (record.json files,
-searched recursively under each DIR; default records=outputs,multirun out=outputs/leaderboards).
-Runs that differ only by seed are aggregated as mean ± std; a run found twice (a resumed run and a
-copy of its folder) counts once; runs of different training strategies or weak settings (share of
-accurate training expressions) are always separate rows. Rows are grouped by test set (dataset name,
-split, manifest sha256, sample count); for RRSIS-D and RefSegRS, rows scored on the published split
-go to <dataset>.md beside the published numbers, rows scored on any other test set to
-<dataset>-other.md. Partial (capped test pass), failed and running records are skipped. Published
-numbers are also in <out>/reported.md/.csv, marked "reported", never mixed with rows reproduced here.
+Generate, from the complete run records (record.json files, searched recursively under each DIR;
+default records=outputs,multirun out=outputs/leaderboards):
+  <out>/<dataset>.md, .csv  one table set per test set: accuracy (mean ± std over seeds, 95 % intervals:
+                            t over seeds, or a bootstrap over test samples for a single run; p-value of a
+                            paired permutation test against the best row, ties marked), cost and
+                            provenance (params, GFLOPs, train time, img/s, latency, peak memory, hardware,
+                            code, dates, record links), mIoU by object size, category and expression type
+                            (from each run's per_sample.csv), and by share of accurate training expressions
+  <out>/index.html          the same tables, sortable, with plots (mIoU vs cost, per size, weak-ratio
+                            curves); a static page that works from file:// with no network
+  <out>/model-index.yml     one entry per row, papers-with-code style (metrics, config, weights paths)
+  <out>/reported.md, .csv   published numbers with their sources, never mixed with reproduced rows
+Runs that differ only by seed are aggregated; a run found twice counts once; runs of different
+training strategies or weak settings are always separate rows. For RRSIS-D and RefSegRS, rows scored
+on the published split go to <dataset>.md beside the published numbers, rows scored on any other test
+set to <dataset>-other.md. Partial (capped test pass), failed and running records are skipped.
 A page is rewritten only if the records given include every run it already lists; replace=true
-drops the runs that are missing. The committed tables: records=leaderboards/records out=leaderboards.
-Files are written atomically; the same records always give the same files.
+drops the runs that are missing. The committed tables:
+  rrsis-bench leaderboard records=leaderboards/records,leaderboards/studies out=leaderboards
+Files are written atomically, after everything was rendered; the same records give the same files.
 """
 
 
@@ -184,7 +204,8 @@ def _group_key(record: Mapping[str, Any]) -> _GroupKey:
 def _siblings_key(key: _GroupKey) -> tuple:
     """Rows whose labels are told apart by their differing config keys: same page, split, method,
     strategy and weak setting (those have columns of their own)."""
-    return (key.page, key.split, key.method, key.strategy, key.accurate_ratio, key.weak_scheme)
+    return (key.page, key.split, key.manifest, key.num_samples, key.method, key.strategy, key.accurate_ratio,
+            key.weak_scheme)
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -199,15 +220,38 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def _short_value(text: str | None) -> str:
-    if text is None:
-        return "unset"
-    value = text[1:-1] if text.startswith('"') else text
-    return value if len(value) <= _MAX_VALUE_CHARS else value[: _MAX_VALUE_CHARS - 1] + "…"
+#: Override keys a Setting never shows: they have columns of their own (method, data, strategy, seed,
+#: train expressions) or say where/how a run executed, not what it computed (see VOLATILE_KEYS).
+_OWN_COLUMN_KEYS = ("method", "data", "strategy", "seed", "data.weak.accurate_ratio", "data.weak.scheme")
+
+
+def _shown_override(override: str) -> bool:
+    key = override.split("=", 1)[0].lstrip("+~")
+    if key in _OWN_COLUMN_KEYS or key in ("experiment", "recipe") or key.startswith("hydra"):
+        return False
+    return not any(key == volatile or key.startswith(f"{volatile}.") for volatile in VOLATILE_KEYS)
+
+
+def _composed_setting(run: Mapping[str, Any]) -> str | None:
+    """``experiment X`` / ``recipe X`` / ``method defaults``, then the overrides a reader needs, in full;
+    None when the record does not say how its config was composed (records before the field existed)."""
+    source = run.get("setting")
+    if not isinstance(source, Mapping):
+        return None
+    if source.get("experiment"):
+        base = f"experiment {source['experiment']}"
+    elif source.get("recipe"):
+        base = f"recipe {source['recipe']}"
+    else:
+        base = "method defaults"
+    shown = [str(o) for o in source.get("overrides") or [] if _shown_override(str(o))]
+    return " ".join([f"{base}:", *shown]) if shown else base
 
 
 def _setting_labels(groups: Mapping[_GroupKey, list[dict]]) -> dict[_GroupKey, str]:
-    """``<group_hash[:8]>`` plus the config keys in which groups of the same method differ."""
+    """A Setting a reader understands without the CSV: how the config was composed (experiment or
+    recipe, then every override in full). Records that did not store their composition show, in full,
+    the config keys in which they differ from the other rows of the same method."""
     flats = {
         key: _flatten(canonical_config(runs[0].get("config") or {}, include_seed=False))
         for key, runs in groups.items()
@@ -216,13 +260,37 @@ def _setting_labels(groups: Mapping[_GroupKey, list[dict]]) -> dict[_GroupKey, s
     for key in groups:
         siblings[_siblings_key(key)].append(key)
     labels = {}
-    for key in groups:
-        others = [flats[k] for k in siblings[_siblings_key(key)]]
-        differing = sorted(k for k in set().union(*others) if len({flat.get(k) for flat in others}) > 1)
-        shown = [f"{k}={_short_value(flats[key].get(k))}" for k in differing[:_MAX_LABEL_KEYS]]
-        more = [f"+{len(differing) - _MAX_LABEL_KEYS} more"] if len(differing) > _MAX_LABEL_KEYS else []
-        labels[key] = " ".join([key.group_hash[:8], *shown, *more])
+    for key, runs in groups.items():
+        composed = _composed_setting(runs[0])
+        if composed is not None:
+            labels[key] = composed
+            continue
+        labels[key] = _setting_from_config_diff(runs[0], flats[key])
     return labels
+
+
+def _setting_from_config_diff(run: Mapping[str, Any], flat: Mapping[str, str]) -> str:
+    """For a record that did not store how its config was composed: the keys in which its config
+    differs from what ``rrsis-bench run method=M data=D strategy=S`` composes today (recipe included),
+    marked as reconstructed; a key missing from the record (added to the configs later) is not shown."""
+    config = run.get("config") or {}
+    overrides = [f"method={run['method']['name']}", f"data={config.get('data', {}).get('name', '')}",
+                 f"strategy={record_strategy(run)['name']}"]
+    try:
+        from rrsis_bench.config import compose_run_config
+
+        base = _flatten(canonical_config(compose_run_config(overrides), include_seed=False))
+    except Exception:  # a plugin that is not installed, a renamed group: say what we can
+        return "(composition not recorded; defaults unknown)"
+    differing = sorted(k for k in flat if k in base and flat[k] != base[k] and _shown_override(k))
+    shown = [f"{k}={_value_text(flat[k])}" for k in differing]
+    return " ".join(["[reconstructed]", *shown]) if shown else "[reconstructed] the defaults"
+
+
+def _value_text(text: str | None) -> str:
+    if text is None:
+        return "unset"
+    return text[1:-1] if text.startswith('"') else text
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -244,8 +312,26 @@ def _code_label(run: Mapping[str, Any]) -> str:
     return f"{label}-dirty" if code.get("git_dirty") else label
 
 
-def _aggregate(key: _GroupKey, runs: list[dict], setting: str) -> dict[str, Any]:
-    """One leaderboard row from the runs of one group."""
+def _cost(runs: list[dict]) -> dict[str, Any]:
+    """Efficiency columns: parameters and FLOPs (per method+setting), and per-run measurements averaged."""
+    efficiency = [run.get("efficiency") or {} for run in runs]
+    timing = [run.get("timing") or {} for run in runs]
+    flops = [e.get("gflops") for e in efficiency if e.get("gflops") is not None]
+    inputs = sorted({(e.get("input") or {}).get("image_size") for e in efficiency if e.get("input")} - {None})
+    return {
+        "params": as_float(efficiency[0].get("params", runs[0]["method"].get("num_params"))),
+        "gflops": flops[0] if flops else math.nan,
+        "gflops_input": ",".join(str(size) for size in inputs),
+        "wall_s mean": mean_of([t.get("wall_s") for t in timing]),
+        "train_s mean": mean_of([t.get("train_s") for t in timing]),
+        "train_img_per_s mean": mean_of([t.get("train_samples_per_s") for t in timing]),
+        "latency_ms mean": mean_of([(e.get("latency_ms") or {}).get("median") for e in efficiency]),
+        "peak_memory_mb mean": mean_of([t.get("peak_memory_mb") for t in timing]),
+    }
+
+
+def _aggregate(key: _GroupKey, runs: list[dict], setting: str, samples: list[pd.DataFrame | None]) -> dict[str, Any]:
+    """One leaderboard row from the runs of one group (``samples``: their per-sample frames, or None)."""
     row: dict[str, Any] = {
         "page": key.page,
         "dataset": key.dataset,
@@ -268,9 +354,13 @@ def _aggregate(key: _GroupKey, runs: list[dict], setting: str) -> dict[str, Any]
         row[mean_column(metric)], row[std_column(metric)] = _mean_std(
             [run["metrics"][metric] for run in runs]
         )
-    row["wall_s mean"] = _mean_std([(run.get("timing") or {}).get("wall_s") for run in runs])[0]
+    row.update(row_intervals(runs, samples))
+    row.update(_cost(runs))
     row["hardware"] = " / ".join(sorted({hardware_summary(run.get("hardware")) for run in runs}))
     row["code"] = ", ".join(sorted({_code_label(run) for run in runs}))
+    row["dirty"] = any((run.get("code") or {}).get("git_dirty") for run in runs)
+    dates = sorted(str(run.get("created", ""))[:10] for run in runs if run.get("created"))
+    row["dates"] = (dates[0] if dates[0] == dates[-1] else f"{dates[0]} – {dates[-1]}") if dates else ""
     row["run_ids"] = [run["run_id"] for run in runs]
     row["records"] = [str(run.get(RECORD_PATH_KEY, run["run_id"])) for run in runs]
     return row
@@ -280,23 +370,61 @@ def _run_order(run: Mapping[str, Any]) -> tuple[int, str]:
     return (run["seed"], run["run_id"])
 
 
-def build_leaderboard(records: Iterable[Mapping[str, Any]]) -> dict[str, pd.DataFrame]:
+TEST_SET_COLUMNS = ["split", "n_samples", "manifest_sha256"]
+
+
+def _mark_ties(frame: pd.DataFrame, sample_iou: Mapping[int, pd.Series | None]) -> pd.DataFrame:
+    """Per test set: ``row_id`` (R1, R2, … in table order), ``best`` (highest mean mIoU), ``p_vs_best``
+    (paired permutation test of per-sample IoUs against the best row) and ``tied`` (p ≥ TIE_ALPHA)."""
+    frame = frame.copy()
+    frame["row_id"], frame["best"], frame["p_vs_best"], frame["tied"] = "", False, math.nan, False
+    for number, (_, part) in enumerate(frame.groupby(TEST_SET_COLUMNS, sort=True, dropna=False), start=1):
+        order = list(part.index)
+        prefix = "" if frame.groupby(TEST_SET_COLUMNS, dropna=False).ngroups == 1 else f"{number}."
+        for position, index in enumerate(order, start=1):
+            frame.at[index, "row_id"] = f"R{prefix}{position}"
+        best = order[0]
+        frame.at[best, "best"] = True
+        p_values = tie_p_values(sample_iou.get(best), {i: sample_iou.get(i) for i in order[1:]})
+        for index, p in p_values.items():
+            frame.at[index, "p_vs_best"] = p
+            frame.at[index, "tied"] = bool(not math.isnan(p) and p >= TIE_ALPHA)
+    return frame
+
+
+def build_leaderboard(records: Iterable[Mapping[str, Any]], *,
+                      samples: dict[str, pd.DataFrame | None] | None = None) -> dict[str, pd.DataFrame]:
     """Per page (see :func:`page_name`), one row per (test set, method, strategy, weak setting, group hash),
     best mIoU first.
 
     Only complete records count, each run once. Each row has its test set (split, ``manifest_sha256``,
     ``n_samples``, ``published_split``), ``strategy``, ``accurate_ratio`` and ``weak_scheme`` (1.0 and
     "" without weak expressions) with their label ``weak``, n_runs, n_seeds, seeds,
-    ``<metric> mean``/``<metric> std`` (sample std, NaN for one run), ``wall_s mean``, hardware,
-    code (git commit, ``-dirty`` marked), a setting label, the run ids and the record paths.
+    ``<metric> mean``/``<metric> std`` (sample std, NaN for one run), 95 % intervals of mIoU and oIoU
+    (``ci method`` says which: t over seeds, or a bootstrap over test samples for one run), cost
+    (params, GFLOPs and its input size, wall/train time, train img/s, latency, peak memory), hardware,
+    code (git commit, ``-dirty`` marked), dates, a Setting, ``row_id``, ``best``, ``p_vs_best`` and
+    ``tied`` (see :mod:`rrsis_bench.results.analysis`), the run ids and the record paths.
+    ``samples`` (run id → per-sample frame) is filled in as the runs' files are read.
     """
     runs, _ = one_record_per_run(records)
+    samples = {} if samples is None else samples
+    for run in runs:
+        if run["run_id"] not in samples:
+            samples[run["run_id"]] = read_run_samples(run)
     groups: dict[_GroupKey, list[dict]] = defaultdict(list)
     for record in runs:
         groups[_group_key(record)].append(record)
     labels = _setting_labels(groups)
-    rows = [_aggregate(key, sorted(runs, key=_run_order), labels[key]) for key, runs in groups.items()]
-    frames = {}
+    rows, row_samples = [], []
+    for key, group in groups.items():
+        ordered = sorted(group, key=_run_order)
+        frames = [samples[run["run_id"]] for run in ordered]
+        rows.append(_aggregate(key, ordered, labels[key], frames))
+        row_samples.append(mean_sample_iou(frames))
+    for row, series in zip(rows, row_samples, strict=True):
+        row["_samples"] = series
+    frames_out = {}
     for page in sorted({row["page"] for row in rows}):
         frame = pd.DataFrame([row for row in rows if row["page"] == page])
         frame = frame.sort_values(
@@ -304,9 +432,10 @@ def build_leaderboard(records: Iterable[Mapping[str, Any]]) -> dict[str, pd.Data
              "accurate_ratio", "weak_scheme", "group_hash"],
             ascending=[True, True, True, False, True, True, True, True, True],
             kind="mergesort",
-        )
-        frames[page] = frame.reset_index(drop=True)
-    return frames
+        ).reset_index(drop=True)
+        series = dict(enumerate(frame.pop("_samples")))
+        frames_out[page] = _mark_ties(frame, series)
+    return frames_out
 
 
 # --------------------------------------------------------------------------- markdown
@@ -338,31 +467,6 @@ def _mean_std_cell(mean: float, std: float) -> str:
     return f"{mean:.2f}{spread}"
 
 
-def duration_text(seconds: Any) -> str:
-    """A wall time as leaderboards and studies show it: ``45s``, ``1m 37s``, ``2h 05m``; ``–`` when unknown."""
-    if seconds is None or pd.isna(seconds):
-        return "–"
-    minutes, secs = divmod(round(float(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
-
-
-def _reproduced_rows(frame: pd.DataFrame) -> list[list[str]]:
-    rows = []
-    for _, row in frame.iterrows():
-        cells = [row["method"], row["strategy"], row["weak"], row["setting"]]
-        cells += [_mean_std_cell(row[mean_column(m)], row[std_column(m)]) for m in METRIC_KEYS]
-        cells += [
-            str(row["n_runs"]),
-            ", ".join(str(seed) for seed in row["seeds"]),
-            duration_text(row["wall_s mean"]),
-            row["hardware"],
-            row["code"],
-        ]
-        rows.append(cells)
-    return rows
-
-
 def _count(value: Any) -> str:
     return "unknown" if value is None or pd.isna(value) else f"{int(value):,}"
 
@@ -372,24 +476,36 @@ def _test_set_heading(split: str, num_samples: Any, manifest: str, published: bo
     return f"### {split}: {size}, manifest {manifest[:8] or 'unknown'}"
 
 
-def _reproduced_section(frame: pd.DataFrame) -> list[str]:
+def test_set_parts(frame: pd.DataFrame):
+    """(heading, rows) per test set of a page, in table order."""
+    for (split, num_samples, manifest), part in frame.groupby(TEST_SET_COLUMNS, sort=True, dropna=False):
+        yield _test_set_heading(split, num_samples, manifest, bool(part["published_split"].iloc[0])), part
+
+
+def _table_id(page: str, part: pd.DataFrame) -> str:
+    row = part.iloc[0]
+    return re.sub(r"[^A-Za-z0-9-]", "-", f"{page}-{row['split']}-{str(row['manifest_sha256'])[:8] or 'unknown'}")
+
+
+def _reproduced_section(frame: pd.DataFrame, samples: Mapping[str, pd.DataFrame | None],
+                        links_from: Path | None) -> list[str]:
     lines = ["## Reproduced with rrsis-bench", ""]
     if frame.empty:
         return [*lines, "No complete runs for this dataset yet.", ""]
     lines += [
-        "Cells: mean ± sample std over the runs of a row (no std for a single run). One table per test "
-        "set (split, sample count, manifest sha256): rows of different tables are not comparable. "
-        "Strategy: how the method was trained; Train expressions: the share of training expressions that "
-        "were accurate (the others were class names) and how that subset was chosen. "
-        "Code: the git commit of the runs; -dirty marks runs from a working tree with uncommitted changes.",
+        "One table set per test set (split, sample count, manifest sha256): rows of different test sets are "
+        "not comparable. Strategy: how the method was trained; Train expressions: the share of training "
+        "expressions that were accurate (the others were class names) and how that subset was chosen; "
+        "Setting: the experiment or recipe the run's config was composed from and every command-line "
+        "override (seed and the columns above aside); [reconstructed] marks records that did not store "
+        "their composition: the keys shown are those in which their config differs from today's defaults. Code: the git commit of the runs; a dirty tree is "
+        "marked. Breakdowns and costs are keyed by the row number (#).",
         "",
     ]
-    header = ["Method", "Strategy", "Train expressions", "Setting", *METRIC_KEYS, "Runs", "Seeds",
-              "Wall time (mean)", "Hardware", "Code"]
-    parts = frame.groupby(["split", "n_samples", "manifest_sha256"], sort=True, dropna=False)
-    for (split, num_samples, manifest), part in parts:
-        heading = _test_set_heading(split, num_samples, manifest, bool(part["published_split"].iloc[0]))
-        lines += [heading, "", *_markdown_table(header, _reproduced_rows(part)), ""]
+    for heading, part in test_set_parts(frame):
+        lines += [heading, ""]
+        for table in test_set_tables(part, samples, _table_id(str(part["page"].iloc[0]), part), links_from):
+            lines += markdown_table(table)
     return lines
 
 
@@ -402,6 +518,7 @@ def _reported_rows(frame: pd.DataFrame) -> list[list[str]]:
             row["setting"],
             *(_number(row[m]) for m in METRIC_KEYS),
             row["source"],
+            row["secondary_source"],
             row["note"],
         ]
         for _, row in frame.iterrows()
@@ -427,7 +544,8 @@ def _sorted_reported(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _reported_tables(frame: pd.DataFrame, heading: str) -> list[str]:
-    header = ["Method", "Venue", "Strategy", "Setting", *METRIC_KEYS, "Source", "Note"]
+    header = ["Method", "Venue", "Strategy", "Setting", *METRIC_KEYS, "Source (primary paper, table)",
+              "Taken from / primary not found", "Note"]
     lines: list[str] = []
     for split, part in _sorted_reported(frame).groupby("split", sort=True):
         lines += [f"{heading} {split}", "", *_markdown_table(header, _reported_rows(part)), ""]
@@ -474,7 +592,8 @@ def _published_sizes(dataset: str) -> str:
     return ", ".join(f"{split} {count:,}" for split, count in sizes.items())
 
 
-def render_markdown(page: str, frame: pd.DataFrame, reported_frame: pd.DataFrame) -> str:
+def render_markdown(page: str, frame: pd.DataFrame, reported_frame: pd.DataFrame, *,
+                    samples: Mapping[str, pd.DataFrame | None] | None = None, links_from: Path | None = None) -> str:
     """The leaderboard page ``page`` (see :func:`page_name`): reproduced runs, one table per test set,
     then the published numbers for the splits on which rows were scored on the published split."""
     dataset = str(frame["dataset"].iloc[0]) if not frame.empty else page
@@ -488,7 +607,7 @@ def render_markdown(page: str, frame: pd.DataFrame, reported_frame: pd.DataFrame
             f"therefore not shown here (see `{dataset}.md` and `{REPORTED_NAME}.md`).",
             "",
         ]
-    lines += _reproduced_section(frame)
+    lines += _reproduced_section(frame, samples or {}, links_from)
     if other or frame.empty:
         return "\n".join(lines).rstrip("\n") + "\n"
     published_splits = set(frame.loc[frame["published_split"].astype(bool), "split"])
@@ -587,20 +706,36 @@ def write_leaderboards(
     already exists in ``out_dir`` is rewritten only if every run it lists is among ``records``;
     otherwise :class:`LeaderboardOverwrite` is raised before anything is written, unless ``replace``.
     """
+    from rrsis_bench.results.site import build_page, model_index_text
+    from rrsis_bench.results.webpage import render_page
+
     out_dir = Path(out_dir)
     reported = load_reported() if reported is None else reported
     runs, _ = one_record_per_run(records)
-    frames = build_leaderboard(runs)
+    samples: dict[str, pd.DataFrame | None] = {}
+    frames = build_leaderboard(runs, samples=samples)
     for page in frames:
         _check_dataset_name(page)
     if not replace:
         _check_pages_covered(frames, {run["run_id"] for run in runs}, out_dir)
-    written = []
+    # Everything is rendered before the first file is written: an error leaves the folder as it was.
+    texts: dict[str, str] = {}
+    csvs: dict[str, tuple[pd.DataFrame, str | None]] = {}
     for page, frame in frames.items():
-        written.append(atomic_write_text(out_dir / f"{page}.md", render_markdown(page, frame, reported)))
-        written.append(_write_csv(out_dir / f"{page}.csv", _csv_frame(frame, "reproduced"), "%.4f"))
-    written.append(atomic_write_text(out_dir / f"{REPORTED_NAME}.md", render_reported_markdown(reported)))
-    written.append(_write_csv(out_dir / f"{REPORTED_NAME}.csv", _csv_frame(reported, "reported")))
+        texts[f"{page}.md"] = render_markdown(page, frame, reported, samples=samples, links_from=out_dir)
+        csvs[f"{page}.csv"] = (_csv_frame(frame, "reproduced"), "%.4f")
+    texts[f"{REPORTED_NAME}.md"] = render_reported_markdown(reported)
+    csvs[f"{REPORTED_NAME}.csv"] = (_csv_frame(reported, "reported"), None)
+    texts[MODEL_INDEX_NAME] = model_index_text(frames, runs, out_dir)
+    texts[PAGE_NAME] = render_page(build_page(frames, samples, reported, out_dir))
+    written = []
+    for name, text in texts.items():
+        if name.endswith(".md"):
+            written.append(atomic_write_text(out_dir / name, text))
+            csv_name = name[:-3] + ".csv"
+            written.append(_write_csv(out_dir / csv_name, *csvs[csv_name]))
+    written.append(atomic_write_text(out_dir / MODEL_INDEX_NAME, texts[MODEL_INDEX_NAME]))
+    written.append(atomic_write_text(out_dir / PAGE_NAME, texts[PAGE_NAME]))
     return written
 
 

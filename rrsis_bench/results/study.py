@@ -33,8 +33,9 @@ from rrsis_bench.data.inspect import PUBLISHED_SIZES
 from rrsis_bench.errors import UserError
 from rrsis_bench.io import atomic_write, atomic_write_text
 from rrsis_bench.metrics import METRIC_KEYS
-from rrsis_bench.results.leaderboard import duration_text, load_reported, weak_setting
+from rrsis_bench.results.leaderboard import load_reported, weak_setting
 from rrsis_bench.results.record import DEFAULT_STRATEGY, RECORD_PATH_KEY, record_strategy
+from rrsis_bench.results.tables import duration_text
 
 #: The metrics a study summarises (tables and plot panels, in this order).
 STUDY_METRICS = ("mIoU", "oIoU")
