@@ -183,3 +183,15 @@ def test_setting_names_the_recipe_and_every_override_in_full():
         "method.some_long_option_name=a_value_longer_than_twenty_four_characters",
         "method defaults",
     ]
+
+
+def test_ratio_curves_join_only_rows_trained_alike_apart_from_the_strategy():
+    from rrsis_bench.results.tables import ratio_rows
+
+    part = pd.DataFrame({
+        "method": ["m", "m", "m", "m", "other"],
+        "setting": ["epochs=3", "epochs=3 strategy.bank_epochs=1", "epochs=3", "epochs=8", "epochs=3"],
+        "strategy": ["standard", "lrb_wrel", "naive_wrel", "lrb_wrel", "lrb_wrel"],
+        "accurate_ratio": [1.0, 0.3, 0.1, 0.3, 0.3],
+    })
+    assert ratio_rows(part).index.tolist() == [0, 1, 2]  # epochs=8 and the other method have one share each

@@ -21,7 +21,7 @@ import yaml
 from rrsis_bench.metrics import METRIC_KEYS
 from rrsis_bench.results import plots
 from rrsis_bench.results.analysis import SIZE_BINS, breakdown
-from rrsis_bench.results.tables import test_set_tables
+from rrsis_bench.results.tables import finite_number, ratio_rows, test_set_tables
 from rrsis_bench.results.webpage import Cell, Figure, Page, Section, Table
 
 TASK_NAME = "Referring Remote Sensing Image Segmentation"
@@ -29,16 +29,8 @@ TASK_NAME = "Referring Remote Sensing Image Segmentation"
 MAX_BAR_SERIES = 8
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _yerr(row: Mapping[str, Any]) -> tuple[float, float] | None:
-    mean, low, high = (_finite(row[k]) for k in ("mIoU mean", "mIoU ci low", "mIoU ci high"))
+    mean, low, high = (finite_number(row[k]) for k in ("mIoU mean", "mIoU ci low", "mIoU ci high"))
     if mean is None or low is None or high is None:
         return None
     return (max(mean - low, 0.0), max(high - mean, 0.0))
@@ -51,10 +43,10 @@ def _cost_figures(part: pd.DataFrame) -> list[Figure]:
         ("train_s mean", "training time (minutes, mean over seeds)", 1 / 60, "training time"),
     ):
         points = [
-            plots.Point(f"{row['row_id']} {row['method']}", _finite(row[column]) * scale, float(row["mIoU mean"]),
+            plots.Point(f"{row['row_id']} {row['method']}", finite_number(row[column]) * scale, float(row["mIoU mean"]),
                         yerr=_yerr(row), group=f"{row['method']} ({row['strategy']})")
             for _, row in part.iterrows()
-            if _finite(row[column]) is not None and _finite(row["mIoU mean"]) is not None
+            if finite_number(row[column]) is not None and finite_number(row["mIoU mean"]) is not None
         ]
         if points:
             svg = plots.scatter_svg(points, xlabel, "test mIoU (%)", logx=column == "gflops")
@@ -82,6 +74,7 @@ def _size_figure(part: pd.DataFrame, samples: Mapping[str, pd.DataFrame | None])
 
 
 def _ratio_figure(part: pd.DataFrame) -> Figure | None:
+    part = ratio_rows(part)
     ratios = sorted(set(part["accurate_ratio"]))
     if len(ratios) < 2:
         return None
@@ -124,7 +117,7 @@ def _reported_section(reported: pd.DataFrame) -> Section:
         for _, row in part.iterrows():
             cells = [Cell(str(row[k]), str(row[k])) for k in ("method", "venue", "strategy", "setting")]
             for metric in METRIC_KEYS:
-                value = _finite(row[metric])
+                value = finite_number(row[metric])
                 cells.append(Cell("–" if value is None else f"{value:.2f}", value))
             cells += [Cell(str(row[k]), str(row[k])) for k in ("source", "secondary_source", "note")]
             rows.append(cells)
@@ -160,7 +153,7 @@ def build_page(frames: Mapping[str, pd.DataFrame], samples: Mapping[str, pd.Data
 
 
 def _rounded(value: Any, digits: int = 2) -> float | None:
-    number = _finite(value)
+    number = finite_number(value)
     return None if number is None else round(number, digits)
 
 
@@ -183,7 +176,7 @@ def model_index(frames: Mapping[str, pd.DataFrame], runs: Iterable[Mapping[str, 
                 "Metadata": {
                     "Strategy": row["strategy"], "Training expressions": row["weak"], "Setting": row["setting"],
                     "Seeds": [int(s) for s in row["seeds"]], "Parameters": int(row["params"])
-                    if _finite(row["params"]) is not None else None,
+                    if finite_number(row["params"]) is not None else None,
                     "FLOPs (G)": _rounded(row["gflops"], 4), "Input size": row["gflops_input"] or None,
                     "Training time (s, mean)": _rounded(row["train_s mean"], 1),
                     "Training hardware": row["hardware"], "Code": row["code"],

@@ -49,7 +49,8 @@ def duration_text(seconds: Any) -> str:
     return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
 
 
-def _finite(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float, or None when it is missing, not a number or not finite."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -58,22 +59,22 @@ def _finite(value: Any) -> float | None:
 
 
 def _num(value: Any, digits: int = 2, scale: float = 1.0) -> Cell:
-    number = _finite(value)
+    number = finite_number(value)
     if number is None:
         return Cell("–", None)
     return Cell(f"{number * scale:,.{digits}f}", number * scale)
 
 
 def _mean_std(mean: Any, std: Any) -> Cell:
-    m = _finite(mean)
+    m = finite_number(mean)
     if m is None:
         return Cell("–", None)
-    s = _finite(std)
+    s = finite_number(std)
     return Cell(f"{m:.2f}" + ("" if s is None else f" ± {s:.2f}"), m)
 
 
 def _interval(low: Any, high: Any) -> Cell:
-    lo, hi = _finite(low), _finite(high)
+    lo, hi = finite_number(low), finite_number(high)
     if lo is None or hi is None:
         return Cell("–", None)
     return Cell(f"[{lo:.2f}, {hi:.2f}]", hi - lo, title="width of the interval sorts this column")
@@ -86,12 +87,12 @@ def _text(value: Any) -> Cell:
 
 def _input_size(value: Any) -> Cell:
     text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-    first = _finite(text.split(",")[0]) if text else None
+    first = finite_number(text.split(",")[0]) if text else None
     return Cell(text or "–", first)
 
 
 def _p_value(value: Any) -> Cell:
-    p = _finite(value)
+    p = finite_number(value)
     if p is None:
         return Cell("–", None)
     return Cell(f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}", p)
@@ -103,7 +104,8 @@ def row_label(row: Mapping[str, Any]) -> str:
 
 
 def _row_classes(row: Mapping[str, Any]) -> tuple[str, ...]:
-    return ("best",) if row["best"] else (("tied",) if row["tied"] else ())
+    # The label already carries ★/≈ (Markdown needs them); on the page the best row is also bold.
+    return ("best",) if row["best"] else ()
 
 
 def _links(records: Sequence[str], links_from: Path | None) -> Cell:
@@ -139,7 +141,7 @@ def cost_table(part: pd.DataFrame, table_id: str, links_from: Path | None) -> Ta
     numeric = [False, False, True, True, True, True, True, True, True, False, False, False, False]
     rows = []
     for _, row in part.iterrows():
-        train = _finite(row["train_s mean"])
+        train = finite_number(row["train_s mean"])
         rows.append([
             Cell(row_label(row), row["row_id"], classes=_row_classes(row)), _text(row["method"]),
             _num(row["params"], 2, 1e-6), _num(row["gflops"], 3), _input_size(row["gflops_input"]),
@@ -187,9 +189,20 @@ def breakdown_tables(part: pd.DataFrame, samples: Mapping[str, pd.DataFrame | No
     return tables
 
 
+def ratio_rows(part: pd.DataFrame) -> pd.DataFrame:
+    """The rows that form weak-label ratio curves: rows of one method whose Settings are equal once the
+    strategy's own options are set aside, when that family covers two or more accurate shares (a
+    ratio study). Rows trained differently otherwise (other epochs, sizes) never share a curve."""
+    family = part["method"] + " | " + part["setting"].map(
+        lambda text: " ".join(token for token in str(text).split() if not token.startswith("strategy.")))
+    keep = family.map(part.groupby(family)["accurate_ratio"].nunique()) >= 2
+    return part[keep]
+
+
 def ratio_table(part: pd.DataFrame, table_id: str) -> Table | None:
-    """mIoU per share of accurate training expressions, one row per (method, strategy, setting), when
-    the test set has rows at two or more shares (a weak-label ratio study)."""
+    """mIoU per share of accurate training expressions, one row per (method, strategy), over the rows
+    of :func:`ratio_rows` (none: no table)."""
+    part = ratio_rows(part)
     ratios = sorted(set(part["accurate_ratio"]))
     if len(ratios) < 2:
         return None
@@ -203,7 +216,7 @@ def ratio_table(part: pd.DataFrame, table_id: str) -> Table | None:
                 cells.append(Cell("–", None))
                 continue
             row = match.iloc[0]
-            low, high = _finite(row["mIoU ci low"]), _finite(row["mIoU ci high"])
+            low, high = finite_number(row["mIoU ci low"]), finite_number(row["mIoU ci high"])
             interval = "" if low is None or high is None else f" [{low:.2f}, {high:.2f}]"
             cell = _mean_std(row["mIoU mean"], row["mIoU std"])
             cells.append(Cell(cell.text + interval, cell.sort, title=f"{row['row_id']}: {row['ci method']}"))
