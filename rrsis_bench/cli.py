@@ -107,7 +107,7 @@ size-mismatched files are reported together, by name.
 
 def cmd_score(args: Sequence[str], console: Console) -> int:
     if _wants_help(args):
-        console.print(SCORE_HELP, markup=False, highlight=False)
+        console.print(SCORE_HELP, markup=False, highlight=False, soft_wrap=True)
         return 0
     from rrsis_bench.commands.score import score
 
@@ -138,7 +138,7 @@ def cmd_list(args: Sequence[str], console: Console) -> int:
     parser.add_argument("-h", "--help", action="store_true")
     opts, unknown = parser.parse_known_args(list(args))
     if opts.help:
-        console.print(LIST_HELP, markup=False, highlight=False)
+        console.print(LIST_HELP, markup=False, highlight=False, soft_wrap=True)
         return 0
     if unknown:
         raise UsageError(f"Unexpected arguments {unknown}; see `rrsis-bench list --help`.")
@@ -168,7 +168,7 @@ def cmd_leaderboard(args: Sequence[str], console: Console) -> int:
     from rrsis_bench.results.leaderboard import DEFAULT_OUT, DEFAULT_RECORDS, LEADERBOARD_HELP
 
     if _wants_help(args):
-        console.print(LEADERBOARD_HELP, markup=False, highlight=False)
+        console.print(LEADERBOARD_HELP, markup=False, highlight=False, soft_wrap=True)
         return 0
     from rrsis_bench.commands.leaderboard import regenerate
 
@@ -209,7 +209,7 @@ out defaults to ./manifests (verify), ./stats (stats), ./<name>-<split>-text.csv
 
 def cmd_data(args: Sequence[str], console: Console) -> int:
     if not args or _wants_help(args):
-        console.print(DATA_HELP, markup=False, highlight=False)
+        console.print(DATA_HELP, markup=False, highlight=False, soft_wrap=True)
         return 0
     action, rest = args[0], args[1:]
     if action not in ("verify", "stats", "text", "weak"):
@@ -264,7 +264,7 @@ Example (full-size FIANet, no weights needed):
 
 def cmd_profile(args: Sequence[str], console: Console) -> int:
     if _wants_help(args):
-        console.print(PROFILE_HELP, markup=False, highlight=False)
+        console.print(PROFILE_HELP, markup=False, highlight=False, soft_wrap=True)
         return 0
     from rrsis_bench.commands.profile import profile
 
@@ -329,7 +329,7 @@ def _split_convert_args(args: Sequence[str]) -> tuple[list[str], dict]:
 
 def cmd_convert(args: Sequence[str], console: Console) -> int:
     if _wants_help(args):
-        console.print(CONVERT_HELP, markup=False, highlight=False)
+        console.print(CONVERT_HELP, markup=False, highlight=False, soft_wrap=True)
         return 0
     from rrsis_bench.commands.convert import convert_official
 

@@ -85,7 +85,7 @@ def _confidence(options: dict[str, str]) -> float:
 def compare_command(args: Sequence[str], console: Console) -> int:
     """Run `rrsis-bench compare` with its command-line words; prints the comparison, returns 0."""
     if any(arg in ("-h", "--help") for arg in args):
-        console.print(COMPARE_HELP, markup=False, highlight=False)
+        console.print(COMPARE_HELP, markup=False, highlight=False, soft_wrap=True)
         return 0
     from rrsis_bench.io import atomic_write_json
     from rrsis_bench.results.stats import compare_runs, comparison_json, render_comparison

@@ -19,12 +19,12 @@ STUDIES = {"weak_ratio": weak_ratio}
 def study(args: Sequence[str], console: Console) -> int:
     """`rrsis-bench study NAME [key=value ...]`."""
     if not args or args[0] in ("-h", "--help", "help"):
-        console.print(STUDY_HELP, markup=False, highlight=False)
+        console.print(STUDY_HELP, markup=False, highlight=False, soft_wrap=True)
         return 0
     name, rest = args[0], list(args[1:])
     if name not in STUDIES:
         raise StudyUsageError(f"Unknown study {name!r}; studies: {', '.join(STUDIES)}.")
     if any(a in ("-h", "--help") for a in rest):
-        console.print(STUDY_HELP, markup=False, highlight=False)
+        console.print(STUDY_HELP, markup=False, highlight=False, soft_wrap=True)
         return 0
     return STUDIES[name](rest, console)
