@@ -157,7 +157,7 @@ def breakdown_tables(part: pd.DataFrame, samples: Mapping[str, pd.DataFrame | No
     """mIoU per object size, category and expression type (rows whose per-sample files lack the column
     are listed in the note)."""
     tables = []
-    for index, (title, column, order) in enumerate(BREAKDOWNS):
+    for title, column, order in BREAKDOWNS:
         values = {}
         missing = []
         for _, row in part.iterrows():
@@ -185,7 +185,6 @@ def breakdown_tables(part: pd.DataFrame, samples: Mapping[str, pd.DataFrame | No
                      f"{column} column; re-evaluate them with `rrsis-bench eval` to add it).")
         tables.append(Table(f"mIoU by {title}", columns, [False, False, False, *[True] * len(groups)], rows,
                             note=note, table_id=f"{table_id}-by-{column.replace('_', '-')}"))
-        del index
     return tables
 
 
