@@ -13,8 +13,10 @@ anywhere on the command line, or ``HYDRA_FULL_ERROR=1``, shows the traceback ins
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -389,7 +391,9 @@ def _hydra_overrides(command: str) -> list[str]:
     rank, _, world = world_info()
     if world > 1 and rank != 0:
         # Only rank 0 keeps a run folder; the others get rank 0's path over the process group.
-        extra += [f"hydra.run.dir={tempfile.mkdtemp(prefix=f'rrsis-rank{rank}-')}", "hydra.output_subdir=null",
+        scratch = tempfile.mkdtemp(prefix=f"rrsis-rank{rank}-")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # nothing of a helper rank stays behind
+        extra += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null",
                   "hydra/job_logging=none", "hydra/hydra_logging=none"]
     return extra
 
@@ -418,6 +422,7 @@ def run_hydra(command: str, args: Sequence[str], *, debug: bool = False) -> int:
     if not OmegaConf.has_resolver("rrsis_bench_methods"):
         OmegaConf.register_new_resolver("rrsis_bench_methods", _methods_for_help)
     failures: list[BaseException] = []
+    launching_pid = os.getpid()
 
     @hydra.main(config_path="conf", config_name=HYDRA_COMMANDS[command], version_base="1.3")
     def app(cfg) -> None:
@@ -427,6 +432,16 @@ def run_hydra(command: str, args: Sequence[str], *, debug: bool = False) -> int:
         except Exception as exc:
             if debug:
                 raise  # Hydra prints the full traceback
+            if os.getpid() != launching_pid:
+                # A launcher ran this job in another process (submitit): `failures` is not the caller's
+                # list there, so the failure goes back in Hydra's job return; Hydra then prints this
+                # line and exits with status 1 once every job of the sweep has ended.
+                from hydra.errors import CompactHydraException
+
+                hydra_cfg = HydraConfig.get()
+                raise CompactHydraException(
+                    f"error: job #{hydra_cfg.job.num} failed: {_describe(exc)} (other jobs may have failed too: "
+                    f"see their run folders and the launcher's logs under {hydra_cfg.sweep.dir})") from None
             failures.append(exc)
         finally:
             from rrsis_bench.engine.distributed import cleanup

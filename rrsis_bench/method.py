@@ -22,7 +22,9 @@ A method is a ``torch.nn.Module`` (subclass :class:`RRSISMethod`) that
 - gives every parameter that requires a gradient a gradient in every training step: DDP runs
   without ``find_unused_parameters``. Parameters that never get one (kept for a checkpoint layout)
   are built with ``requires_grad=False``; a method whose parameters may go unused in some steps sets
-  ``find_unused_parameters = True`` and the trainer tells DDP.
+  ``find_unused_parameters = True`` and the trainer tells DDP;
+- may trade time for memory: ``set_checkpointing(enabled)`` (turned on by ``trainer.checkpointing``)
+  recomputes activations in the backward pass and must leave outputs, gradients and buffers unchanged.
 
 The engine knows nothing else about a method. :func:`rrsis_bench.testing.check_method` checks all of
 this for any registered method, built-in or plugin.

@@ -122,6 +122,17 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def time_breakdown(wall_s: float, fit, test_s: float, efficiency_s: float) -> dict[str, float]:
+    """Where a run's wall time went: the training phases (data, forward, backward, optimizer, other:
+    :class:`~rrsis_bench.engine.trainer.PhaseTimer`), validation after each epoch, the test pass, the
+    cost measurement, and setup (imports, dataset generation or reading, model building, checkpoint
+    writing: the rest of the wall time). Sums to ``wall_s`` up to rounding."""
+    parts = {**fit.phases, "validation": round(fit.eval_s, 2), "test": round(test_s, 2),
+             "efficiency": round(efficiency_s, 2)}
+    accounted = fit.train_s + fit.eval_s + test_s + efficiency_s
+    return {**parts, "setup": round(max(0.0, wall_s - accounted), 2)}
+
+
 def config_source() -> dict[str, Any] | None:
     """How the config was composed, for a leaderboard's Setting column: the experiment and recipe files
     Hydra chose (None when none) and the command-line overrides; None outside a Hydra command."""
@@ -237,7 +248,9 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
         atomic_write_text(run_dir / "checkpoints" / CONFIG_FILE, OmegaConf.to_yaml(config))
     fit = trainer.fit(resume=resume)
 
-    ckpt.load_weights(trainer.ckpt_dir / BEST, model, trainer.device)
+    if D.is_main():  # rank 0 wrote the checkpoint; the other nodes may not see its disk
+        ckpt.load_weights(trainer.ckpt_dir / BEST, model, trainer.device)
+    D.broadcast_module(model)
     t_eval = time.perf_counter()
     loader = build_eval_loader(test_set, settings.eval_batch_size, settings.num_workers, collate)
     metrics, metric = evaluate(model, loader, trainer.device, amp=settings.amp, channels_last=settings.channels_last,
@@ -246,6 +259,7 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
     if not D.is_main():
         D.barrier()
         return None
+    t_efficiency = time.perf_counter()
     try:
         efficiency = run_efficiency(model, config["method"], image_size=int(config["data"]["image_size"]),
                                     max_tokens=int(config["data"]["max_tokens"]), device=trainer.device,
@@ -254,6 +268,7 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
     except Exception as exc:  # a cost we cannot measure must not lose a trained run: the record says why
         efficiency = {"error": f"{type(exc).__name__}: {exc}"}
         console.print(f"[yellow]Efficiency not measured ({efficiency['error']}); the record says so.[/yellow]")
+    efficiency_s = time.perf_counter() - t_efficiency
 
     # A capped test pass (trainer.max_eval_samples, trainer=debug) is partial: never a leaderboard row.
     status = scoring_status(len(metric), len(raw[config["eval_split"]]))
@@ -272,7 +287,8 @@ def _run(cfg, run_dir: Path, console: Console | None, attempt: RunAttempt) -> di
                 "eval_s": round(fit.eval_s + test_s, 2), "epochs": sum(st["epochs"] for st in fit.stages),
                 "steps": fit.steps,
                 "train_samples_per_s": round(fit.samples / fit.train_s, 2) if fit.train_s else None,
-                "peak_memory_mb": round(peak_memory_mb(trainer.device), 1)},
+                "peak_memory_mb": round(peak_memory_mb(trainer.device), 1),
+                "breakdown_s": time_breakdown(time.perf_counter() - t_start, fit, test_s, efficiency_s)},
         efficiency=efficiency, setting=config_source(),
         metrics=metrics, history=fit.history,
         artifacts={"per_sample": "per_sample.csv", "checkpoint": "checkpoints/best",

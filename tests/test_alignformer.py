@@ -216,7 +216,7 @@ def test_recipes_follow_the_lavt_family_and_refsegrs_needs_no_instances():
     assert rrsisd.data.augment.boxes and rrsisd.data.options.overlap == "official"
     assert (rrsisd.data.image_size, rrsisd.data.eval_size, rrsisd.data.max_tokens) == (480, 480, 22)
     lite = _compose("method=alignformer_lite")
-    assert lite.trainer == _compose().trainer  # same budget as the embedded default (8 epochs)
+    assert lite.trainer == _compose("method=fianet_lite").trainer  # same budget as fianet_lite (8 epochs)
 
 
 def test_faithful_path_gives_the_same_outputs():

@@ -46,6 +46,21 @@ def test_run_writes_record_table_and_checkpoints(debug_run):
     assert (debug_run / ".hydra" / "config.yaml").is_file()
 
 
+def test_run_record_breaks_its_wall_time_down(debug_run):
+    """timing.breakdown_s says where the wall time went: the four training phases plus the training
+    loop's rest add up to train_s, and with validation, test, cost measurement and setup to wall_s."""
+    timing = json.loads((debug_run / "record.json").read_text())["timing"]
+    parts = timing["breakdown_s"]
+    assert list(parts) == ["data", "forward", "backward", "optimizer", "other", "validation", "test", "efficiency",
+                           "setup"]
+    assert all(value >= 0 for value in parts.values())
+    assert parts["forward"] > 0 and parts["backward"] > 0 and parts["optimizer"] > 0 and parts["data"] > 0
+    training = sum(parts[k] for k in ("data", "forward", "backward", "optimizer", "other"))
+    assert training == pytest.approx(timing["train_s"], abs=0.06)  # each part rounded to 0.01 s
+    assert sum(parts.values()) == pytest.approx(timing["wall_s"], abs=0.15)
+    assert parts["validation"] + parts["test"] == pytest.approx(timing["eval_s"], abs=0.03)
+
+
 def test_run_records_per_sample_metadata_efficiency_and_setting(debug_run, data_overrides):
     """per_sample.csv carries what breakdowns need (target size at the scoring resolution, class,
     expression type), and the record carries the cost and how the config was composed."""

@@ -130,7 +130,7 @@ def test_text_export_is_what_training_feeds(tmp_path, overrides, split):
 
 
 def test_text_export_tokenizer_is_the_methods():
-    assert method_tokenizer(_composed_data()["method"]) == "minilm"  # the embedded default, fianet_lite
+    assert method_tokenizer(_composed_data()["method"]) == "minilm"  # the embedded default, baseline
     # The backbone's weights are not needed to learn the tokenizer (pretrained=true would fail offline here).
     swin_lite = {**_composed_data("method=fianet_lite")["method"], "backbone": "swin_tiny_patch4_window7_224",
                  "out_indices": None, "pretrained": True, "text_encoder": "minilm"}

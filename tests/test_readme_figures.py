@@ -7,7 +7,8 @@ and field of every figure in it::
     ... test mIoU 56.85 ... 21 min 58 s ... 43.65 ...<!-- /figures -->
 
 A figure is a number with two decimals (a metric, formatted ``%.2f``) or a duration ``M min S s``
-(``timing.wall_s``). ``RUN:FIELD`` takes FIELD (a metric key, or ``wall``) from
+(``timing.wall_s``). ``RUN:FIELD`` takes FIELD (a metric key, ``wall``, or ``breakdown.PART``: the
+seconds of one part of ``timing.breakdown_s``, ``%.2f``) from
 ``<folder>/RUN/record.json``; ``-`` marks a figure measured elsewhere (named in the text, e.g. the
 class-only oracle of docs/datasets/synthetic.md), which is counted but not compared. Region markers
 sit mid-line in paragraphs (a line starting with ``<!--`` would end the paragraph).
@@ -33,7 +34,7 @@ FIGURE = re.compile(r"(?<![\w.])(?:\d+\.\d{2}|\d+ min \d+ s)(?![\w.]|\d)")
 SKIP = "-"
 # Documents that must quote record figures: a region deleted by accident fails the test.
 EXPECTED_REGIONS = {"README.md": 1, "docs/methods/fianet-lavt.md": 3, "docs/methods/alignformer.md": 1,
-                    "docs/strategies.md": 1}
+                    "docs/strategies.md": 1, "docs/performance.md": 2}
 
 
 def format_wall(seconds: float) -> str:
@@ -51,6 +52,8 @@ def figure_value(folder: Path, ref: str) -> str:
         raise ValueError(f"{folder / run} is {record['status']!r}; quote complete runs only")
     if field == "wall":
         return format_wall(record["timing"]["wall_s"])
+    if field.startswith("breakdown."):  # seconds of one part of the wall time (timing.breakdown_s)
+        return f"{record['timing']['breakdown_s'][field.removeprefix('breakdown.')]:.2f}"
     return f"{record['metrics'][field]:.2f}"
 
 

@@ -37,13 +37,16 @@ def test_recipe_is_applied(overrides, expected):
     assert (cfg.data.image_size, cfg.data.eval_size) == (480, 480)
 
 
-def test_embedded_default_is_fianet_lite_with_its_synthetic_recipe():
+def test_embedded_default_is_the_baseline_with_its_synthetic_recipe():
     default = _compose()
-    assert (default.method.name, default.data.name) == ("fianet_lite", "synthetic")
+    assert (default.method.name, default.data.name) == ("baseline", "synthetic")
     assert (default.trainer.epochs, default.trainer.lr, default.data.image_size) == (8, 1e-3, 128)
     assert default.trainer.max_steps_per_epoch is None
-    # The baseline has no synthetic recipe: the trainer defaults (4 epochs).
-    assert _compose("method=baseline").trainer.epochs == 4
+    # fianet_lite and alignformer_lite train as long on the synthetic set; a method with no synthetic
+    # recipe gets the trainer defaults (4 epochs).
+    assert _compose("method=fianet_lite").trainer == default.trainer
+    assert _compose("method=alignformer_lite").trainer == default.trainer
+    assert _compose("method=test_baseline").trainer.epochs == 4
 
 
 @pytest.mark.parametrize("overrides", [[], ["experiment=fianet_refsegrs"], ["method=lavt", "data=rrsisd"]])

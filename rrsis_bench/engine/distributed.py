@@ -1,4 +1,16 @@
-"""Process-group helpers. Launchers (torchrun, srun) set the environment; we only read it."""
+"""Process-group helpers. Launchers (torchrun, srun, submitit) set the environment and we read it; only in
+a submitit job do we fill in torch's variables, from submitit's own description of the job.
+
+Three ways in, one process per GPU each:
+- torchrun: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``.
+- ``srun`` (one task per GPU): ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``; the user exports
+  ``MASTER_ADDR`` and ``MASTER_PORT`` (their presence is the opt-in: a plain multi-task allocation
+  is not a process group by itself).
+- a submitit job of several tasks (``hydra/launcher=submitit_slurm`` or ``submitit_local`` with
+  ``tasks_per_node > 1``): submitit starts one process per task; torch's variables are taken from
+  submitit's job environment (:func:`adopt_submitit_environment`), and from then on it is the
+  torchrun case.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +21,30 @@ import torch
 import torch.distributed as dist
 
 
+def adopt_submitit_environment() -> None:
+    """In a submitit job of several tasks, export torch's ``env://`` variables (``MASTER_ADDR``: the
+    job's first node; ``MASTER_PORT``: derived from the job id, the same in every task; ``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``) from submitit's own
+    ``TorchDistributedEnvironment``. Variables already set win (``MASTER_PORT`` from the job's setup
+    lines, or torchrun's when a job runs torchrun); ``CUDA_VISIBLE_DEVICES`` is left alone
+    (:func:`cuda_device_index` picks the GPU). No-op outside submitit, in one-task jobs and once done."""
+    if os.environ.get("SUBMITIT_EXECUTOR", "") == "" or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
+        return
+    from submitit.helpers import TorchDistributedEnvironment  # present: submitit started this process
+
+    job = TorchDistributedEnvironment()
+    if job.world_size <= 1:
+        return
+    exported = {"MASTER_ADDR": job.master_addr, "MASTER_PORT": job.master_port, "RANK": job.rank,
+                "WORLD_SIZE": job.world_size, "LOCAL_RANK": job.local_rank, "LOCAL_WORLD_SIZE": job.local_world_size}
+    for name, value in exported.items():
+        os.environ.setdefault(name, str(value))
+
+
 def local_rank() -> int:
     """This process's index on its node: torchrun's ``LOCAL_RANK``, else SLURM's ``SLURM_LOCALID``
     (``srun``), else 0. The one place that decides it (the device and the process group agree)."""
+    adopt_submitit_environment()
     for name in ("LOCAL_RANK", "SLURM_LOCALID"):
         if os.environ.get(name, "") != "":
             return int(os.environ[name])
@@ -29,7 +62,8 @@ def cuda_device_index(visible: int | None = None) -> int:
 
 
 def world_info() -> tuple[int, int, int]:
-    """(rank, local_rank, world_size) from torchrun's or SLURM's environment; (0, 0, 1) otherwise."""
+    """(rank, local_rank, world_size) from torchrun's, submitit's or SLURM's environment; (0, 0, 1) otherwise."""
+    adopt_submitit_environment()
     if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
         return int(os.environ["RANK"]), local_rank(), int(os.environ["WORLD_SIZE"])
     if "SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) > 1 and "MASTER_ADDR" in os.environ:
@@ -100,6 +134,22 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank ``src``'s parameters and buffers, in place: for weights only ``src`` could read
+    (the run folder may sit on a disk of rank 0's node alone, a multi-node job without a shared
+    filesystem)."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for tensor in (*module.parameters(), *module.buffers()):
+            if tensor.is_contiguous():
+                dist.broadcast(tensor.data, src=src)
+            else:  # channels-last weights: collectives take contiguous tensors only
+                buffer = tensor.data.contiguous()
+                dist.broadcast(buffer, src=src)
+                tensor.data.copy_(buffer)
 
 
 def cleanup() -> None:

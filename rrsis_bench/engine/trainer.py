@@ -73,6 +73,7 @@ class TrainerSettings:
     progress: bool = True
     log_every: int = 1
     find_unused_parameters: bool = False
+    checkpointing: bool = False
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> TrainerSettings:
@@ -132,6 +133,37 @@ class FitResult:
     eval_s: float = 0.0
     samples: int = 0
     stages: list[dict[str, Any]] = field(default_factory=list)  # per stage: name, data, epochs, steps, samples
+    phases: dict[str, float] = field(default_factory=dict)  # seconds of training per phase (PhaseTimer)
+
+
+class PhaseTimer:
+    """Seconds spent per phase of the training steps: ``data`` (next batch, moved to the device),
+    ``forward`` (forward + loss), ``backward``, ``optimizer`` (clipping, AdamW step, schedule step).
+    On CUDA each phase ends with a synchronisation, so a phase's seconds are its device time, not the
+    time it took to queue the kernels. Time of a training loop outside these phases (a strategy's own
+    work, logging) is what ``FitResult.train_s`` has beyond their sum."""
+
+    PHASES = ("data", "forward", "backward", "optimizer")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def rounded(self, train_s: float) -> dict[str, float]:
+        """Each phase's seconds, plus ``other``: ``train_s`` not spent in any phase."""
+        out = {k: round(v, 2) for k, v in self.seconds.items()}
+        out["other"] = round(max(0.0, train_s - sum(self.seconds.values())), 2)
+        return out
 
 
 def resolve_device(name: str) -> torch.device:
@@ -216,6 +248,13 @@ class Trainer:
         self.settings = settings
         self.device = resolve_device(settings.device)
         self.model = model.to(self.device)
+        if settings.checkpointing:  # before DDP wraps the model
+            if not hasattr(self.model, "set_checkpointing"):
+                raise TrainerSettingError(
+                    f"trainer.checkpointing=true needs a method with set_checkpointing(enabled) (the LAVT family: "
+                    f"lavt, fianet, fianet_lite, alignformer); {type(self.model).__name__} has none: set "
+                    "trainer.checkpointing=false.")
+            self.model.set_checkpointing(True)
         if settings.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_set, self.val_set = train_set, val_set
@@ -249,6 +288,7 @@ class Trainer:
             )
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.timer = PhaseTimer(self.device)
         self.strategy.setup(self)
         # Set once fit() has restored any checkpoint and starts its loop: a failure after that point
         # leaves a run folder worth keeping (and resuming); one before it does not.
@@ -350,6 +390,10 @@ class Trainer:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
             console=self.console, disable=not (self.settings.progress and self.main), transient=False,
+            # Rich redraws from a thread; at its default 10 Hz that thread took about a tenth of a 2-core
+            # CPU's training time. Twice a second on a terminal; elsewhere (a log file) nothing is drawn
+            # until the bar stops, so no redraw thread at all.
+            refresh_per_second=2, auto_refresh=self.console.is_terminal,
         )
 
     def fit(self, resume: bool = False) -> FitResult:
@@ -427,7 +471,8 @@ class Trainer:
         finally:
             if log is not None:
                 log.close()
-        return FitResult(best["epoch"], best["metrics"], history, step, train_s, eval_s, samples, stage_figures)
+        return FitResult(best["epoch"], best["metrics"], history, step, train_s, eval_s, samples, stage_figures,
+                         self.timer.rounded(train_s))
 
     def _validate(self, epoch: int, total_epochs: int) -> dict[str, float]:
         s = self.settings
@@ -446,7 +491,9 @@ class Trainer:
     def batches(self, iterator: Iterator[dict]) -> Iterator[dict]:
         """The next micro-batches of ``iterator``, moved to the device."""
         for _ in range(self.settings.accumulate):
-            yield to_device(next(iterator), self.device, self.settings.channels_last)
+            with self.timer("data"):
+                batch = to_device(next(iterator), self.device, self.settings.channels_last)
+            yield batch
 
     def forward_loss(self, model: torch.nn.Module, batch: dict, extra=None) -> dict[str, torch.Tensor]:
         """``model``'s loss terms on ``batch`` under the run's autocast (the method's own loss);
@@ -480,20 +527,24 @@ class Trainer:
                 batch = prepare(batch)
             sync = D.is_distributed() and micro != s.accumulate - 1
             with self.wrapped.no_sync() if sync else contextlib.nullcontext():
-                terms = self.forward_loss(self.wrapped, batch, extra)
-                loss = terms["loss"] / s.accumulate
-                self.check_finite(loss)
-                loss.backward()
+                with self.timer("forward"):
+                    terms = self.forward_loss(self.wrapped, batch, extra)
+                    loss = terms["loss"] / s.accumulate
+                    self.check_finite(loss)
+                with self.timer("backward"):
+                    loss.backward()
             loss_sum += float(loss.detach())
             for k, v in terms.items():
                 if k != "loss":
                     terms_sum[k] = terms_sum.get(k, 0.0) + float(v) / s.accumulate
             seen += batch["image"].shape[0]
-        if s.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], s.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        with self.timer("optimizer"):
+            if s.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None],
+                                               s.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
         return StepOutcome(loss_sum, terms_sum, seen)
 
     def _train_epoch(self, index: int, stage_epoch: int, epoch: int, step: int, log: StepLog | None,

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rrsis_bench.method import MethodSpec, RRSISMethod
+from rrsis_bench.nn.checkpointing import checkpointed
 from rrsis_bench.nn.lavt import LAVTDecoder, init_lavt_weights
 from rrsis_bench.nn.losses import bce_dice_loss, class_weighted_ce, rrsis_official_loss
 from rrsis_bench.nn.staged import StagedBackbone
@@ -51,8 +52,10 @@ class InterleavedFusionModel(RRSISMethod):
     """Base of LAVT-style methods (see the module docstring).
 
     ``faithful`` restores the official computation where the fast path differs only in speed:
-    explicit attention instead of ``scaled_dot_product_attention``, and the last stage's fused
-    stream, which the official models compute and then discard.
+    explicit attention instead of ``scaled_dot_product_attention``, the last stage's fused stream,
+    which the official models compute and then discard, and Swin's padded tokens (grids that are not
+    whole windows) through the qkv and output projections, which the fast path skips (a padded
+    token's qkv is the bias; its output is cropped).
     """
 
     paper: str = ""
@@ -106,7 +109,9 @@ class InterleavedFusionModel(RRSISMethod):
         channels = self.backbone.channels
         self.stage_norms = nn.ModuleList(nn.LayerNorm(c) for c in channels)
         self.decoder = self.make_decoder(channels, decoder_hidden)
-        self.faithful = faithful
+        # The backbone's part of the switch; the fusion modules of a subclass take it as they are built.
+        self.set_faithful(faithful)
+        self.checkpointing = False
         if loss not in LOSSES:
             choices = "; ".join(f"{name!r} ({what})" for name, what in LOSSES.items())
             raise ValueError(f"method.loss={loss!r} is not a loss of this method; choose one of {choices}.")
@@ -126,6 +131,19 @@ class InterleavedFusionModel(RRSISMethod):
         for module in self.modules():
             if getattr(module, "has_faithful_path", False):
                 module.faithful = faithful
+
+    def set_checkpointing(self, enabled: bool) -> None:
+        """Activation checkpointing (``trainer.checkpointing``): in training, the backbone blocks, each
+        stage's fusion and each decoder level keep only their inputs and recompute the rest in the
+        backward pass. Same outputs, gradients and BatchNorm statistics; less memory for about one
+        more forward pass of time."""
+        self.checkpointing = bool(enabled)
+        self.backbone.set_checkpointing(enabled)
+        if hasattr(self.decoder, "set_checkpointing"):
+            self.decoder.set_checkpointing(enabled)
+
+    def _checkpointing(self) -> bool:
+        return self.checkpointing and self.training and torch.is_grad_enabled()
 
     def init_new_layers(self) -> None:
         """LAVT's init for every layer outside the backbone's own and the text encoder; then the
@@ -178,7 +196,11 @@ class InterleavedFusionModel(RRSISMethod):
         for i in range(self.backbone.num_stages):
             x = self.backbone.run_stage(i, x)
             tokens, size = self.backbone.to_tokens(x)
-            fused = self.fuse_stage(i, tokens, size, text, need_stream=i < last or self.faithful)
+            need_stream = i < last or self.faithful
+            if self._checkpointing():
+                fused = checkpointed(self.fuse_stage, i, tokens, size, text, need_stream, state=self)
+            else:
+                fused = self.fuse_stage(i, tokens, size, text, need_stream=need_stream)
             skip, stream = fused[0], fused[1]
             if len(fused) == 3:
                 text = fused[2]
@@ -190,7 +212,10 @@ class InterleavedFusionModel(RRSISMethod):
 
     def forward(self, batch: dict):
         maps, _ = self.encode(batch)
-        logits = self.decoder(maps)
+        if self._checkpointing() and not hasattr(self.decoder, "set_checkpointing"):
+            logits = checkpointed(self.decoder, maps)  # a decoder without its own per-level checkpointing
+        else:
+            logits = self.decoder(maps)
         return F.interpolate(logits, size=batch["image"].shape[-2:], mode="bilinear", align_corners=True)
 
     def loss(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:

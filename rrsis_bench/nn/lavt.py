@@ -7,8 +7,10 @@ a 0/1 mask (B, L). The official code uses 1x1 Conv1d layers on (B, C, N); here t
 
 ``faithful=True`` runs the attention as written (explicit product, softmax, weighted sum);
 ``faithful=False`` gives the same masked softmax to ``F.scaled_dot_product_attention`` (fused
-kernel). Both add the official additive bias ``1e4 * mask - 1e4`` (not -inf), so a sample whose
-every word is masked behaves as in the official code instead of producing NaNs.
+kernel) on accelerators and to one fused scaled product + bias (``baddbmm``) on CPU, where SDPA's
+backward is several times slower for many pixels and few words. Both add the official additive
+bias ``1e4 * mask - 1e4`` (not -inf), so a sample whose every word is masked behaves as in the
+official code instead of producing NaNs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rrsis_bench.nn.checkpointing import checkpointed
 
 MASK_BIAS = 1e4
 
@@ -85,6 +89,12 @@ class LanguageAttention(nn.Module):
         if self.faithful:
             logits = (q @ k.transpose(-2, -1)) * self.key_dim**-0.5 + bias
             attended = logits.softmax(dim=-1) @ v
+        elif q.device.type == "cpu":
+            # Few words per pixel: the (N, L) weights are small, and one fused bias + scaled product
+            # beats SDPA's CPU kernel, whose backward is slow for many queries and few keys.
+            logits = torch.baddbmm(bias.expand(b, h, n, length).reshape(b * h, n, length), q.reshape(b * h, n, -1),
+                                   k.reshape(b * h, length, -1).transpose(1, 2), alpha=self.key_dim**-0.5)
+            attended = torch.bmm(logits.softmax(dim=-1), v.reshape(b * h, length, -1)).view(b, h, n, -1)
         else:
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.key_dim**-0.5)
         attended = attended.transpose(1, 2).reshape(b, n, self.value_dim)
@@ -120,7 +130,9 @@ class LanguageGate(nn.Module):
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU())
+    # In-place ReLU: BN's backward reads its input, not its output, so the output need not be kept twice.
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch),
+                         nn.ReLU(inplace=True))
 
 
 def top_down_levels(channels: list[int] | tuple[int, ...], hidden: int) -> tuple[nn.ModuleList, int]:
@@ -155,11 +167,18 @@ class LAVTDecoder(nn.Module):
         super().__init__()
         self.levels, width = top_down_levels(channels, hidden)
         self.classifier = nn.Conv2d(width, 1, 1)
+        self.checkpointing = False  # recompute each level in the backward pass (see set_checkpointing)
+
+    def set_checkpointing(self, enabled: bool) -> None:
+        self.checkpointing = bool(enabled)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         *finer, x = features
         for level, skip in zip(self.levels, reversed(finer), strict=True):
-            x = top_down_step(level, x, skip)
+            if self.checkpointing and self.training:
+                x = checkpointed(top_down_step, level, x, skip, state=level)
+            else:
+                x = top_down_step(level, x, skip)
         return self.classifier(x)
 
 

@@ -32,6 +32,7 @@ from timm.models import FeatureListNet
 from torch import nn
 
 from rrsis_bench.nn.backbones import create_timm_model
+from rrsis_bench.nn.checkpointing import checkpointed
 
 
 def _official_swin_attention(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,6 +45,8 @@ def _official_swin_attention(self, x: torch.Tensor) -> torch.Tensor:
     _, height, width, channels = x.shape
     win_h, win_w = self.window_size
     pad_h, pad_w = (win_h - height % win_h) % win_h, (win_w - width % win_w) % win_w
+    if (pad_h or pad_w) and not self.faithful:
+        return _padded_swin_attention_fast(self, x, pad_h, pad_w)
     x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     padded_h, padded_w = x.shape[1], x.shape[2]
     shift_h, shift_w = self.shift_size
@@ -60,6 +63,41 @@ def _official_swin_attention(self, x: torch.Tensor) -> torch.Tensor:
     if shifted:
         out = torch.roll(out, shifts=(shift_h, shift_w), dims=(1, 2))
     return out[:, :height, :width, :].contiguous()
+
+
+def _padded_swin_attention_fast(self, x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """:func:`_official_swin_attention` on a grid that needs padding, without the padded tokens' share
+    of the two projections: a padded token is a zero vector, so its query, key and value are the qkv
+    bias, and its output is cropped away, so the output projection runs on the real tokens only. The
+    attention itself is the same (padded keys take part, explicit softmax as timm's)."""
+    attn = self.attn
+    batch, height, width, channels = x.shape
+    win_h, win_w = self.window_size
+    qkv = attn.qkv(x)  # (B, H, W, 3C) on the real tokens only
+    padded_h, padded_w = height + pad_h, width + pad_w
+    full = attn.qkv.bias.expand(batch, padded_h, padded_w, qkv.shape[-1]).clone() if attn.qkv.bias is not None \
+        else qkv.new_zeros(batch, padded_h, padded_w, qkv.shape[-1])
+    full[:, :height, :width] = qkv
+    shift_h, shift_w = self.shift_size
+    shifted = shift_h or shift_w
+    mask = None
+    if shifted:
+        full = torch.roll(full, shifts=(-shift_h, -shift_w), dims=(1, 2))
+        mask = _shift_mask(padded_h, padded_w, self.window_size, self.shift_size, x.device, x.dtype)
+    area, heads = win_h * win_w, attn.num_heads
+    windows = full.view(batch, padded_h // win_h, win_h, padded_w // win_w, win_w, -1)
+    windows = windows.permute(0, 1, 3, 2, 4, 5).reshape(-1, area, 3, heads, qkv.shape[-1] // (3 * heads))
+    q, k, v = windows.permute(2, 0, 3, 1, 4).unbind(0)  # (B * windows, heads, area, head_dim)
+    logits = (q * attn.scale) @ k.transpose(-2, -1) + attn._get_rel_pos_bias()
+    if mask is not None:
+        count = mask.shape[0]
+        logits = (logits.view(-1, count, heads, area, area) + mask[None, :, None]).view(-1, heads, area, area)
+    out = attn.attn_drop(logits.softmax(dim=-1)) @ v  # (B * windows, heads, area, head_dim)
+    out = out.transpose(1, 2).reshape(batch, padded_h // win_h, padded_w // win_w, win_h, win_w, -1)
+    out = out.permute(0, 1, 3, 2, 4, 5).reshape(batch, padded_h, padded_w, -1)
+    if shifted:
+        out = torch.roll(out, shifts=(shift_h, shift_w), dims=(1, 2))
+    return attn.proj_drop(attn.proj(out[:, :height, :width, :]))
 
 
 _MASK_CACHE: dict[tuple, torch.Tensor] = {}
@@ -80,6 +118,10 @@ def _shift_mask(height: int, width: int, window: tuple[int, int], shift: tuple[i
         diff = windows[:, None, :] - windows[:, :, None]
         _MASK_CACHE[key] = torch.zeros_like(diff, dtype=dtype).masked_fill(diff != 0, -100.0)
     return _MASK_CACHE[key]
+
+
+def _has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._NormBase) for m in module.modules())
 
 
 def _feature_list(model: nn.Module, out_indices: Sequence[int]) -> FeatureListNet:
@@ -139,13 +181,33 @@ class StagedBackbone(nn.Module):
             for module in self.modules():
                 if type(module).__name__ == "SwinTransformerBlock":
                     module._attn = types.MethodType(_official_swin_attention, module)
+                    # faithful: the padded tokens go through the projections as in the Swin code;
+                    # InterleavedFusionModel.set_faithful switches it
+                    module.has_faithful_path, module.faithful = True, True
         self.official_swin_padding = official_swin_padding
+        self.checkpointing = False
+
+    def set_checkpointing(self, enabled: bool) -> None:
+        """Recompute activations in the backward pass instead of storing them (same results, less
+        memory, about one more forward of time): block by block where timm can (its stages'
+        ``grad_checkpointing``, e.g. Swin), else each module of a stage (e.g. an EfficientNet block
+        group), BatchNorm statistics kept exact (see :func:`rrsis_bench.nn.checkpointing.checkpointed`)."""
+        self.checkpointing = bool(enabled)
+        for stage in self.stages:
+            for child in stage:
+                if hasattr(child, "grad_checkpointing") and not _has_batch_norm(child):
+                    child.grad_checkpointing = self.checkpointing
 
     def stem(self, image: torch.Tensor) -> torch.Tensor:
         return image
 
     def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        return self.stages[index](x)
+        stage = self.stages[index]
+        if not (self.checkpointing and self.training and torch.is_grad_enabled()):
+            return stage(x)
+        for child in stage:  # children checkpointing their own blocks run as they are
+            x = child(x) if getattr(child, "grad_checkpointing", False) else checkpointed(child, x)
+        return x
 
     def to_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(B, H*W, C) tokens and the grid size (H, W) of a stage output."""

@@ -8,11 +8,14 @@ reads records back with :func:`load_records`. Field layout (schema version 1)::
     dist_version, description, num_params}, strategy {name, options, stages [{name, epochs, steps}]},
     data {name, split, num_samples, split_num_samples, manifest_sha256, weak}, selection {split,
     metric, best_epoch, metrics}, seed, code, environment, hardware, timing {wall_s, train_s, eval_s,
-    epochs, steps, train_samples_per_s, peak_memory_mb},
+    epochs, steps, train_samples_per_s, peak_memory_mb, breakdown_s {data, forward, backward, optimizer,
+    other, validation, test, efficiency, setup}},
     efficiency {params, flops, gflops, input {image_size, max_tokens, batch_size}, latency_ms {median,
     min, repeats, warmup}, latency_device, ...}, setting {experiment, recipe, overrides}, metrics {oIoU,
     mIoU, Pr@0.5 ... Pr@0.9}, artifacts {per_sample, checkpoint, train_log}
 
+``timing.breakdown_s`` (where the wall time went: the training phases, validation, the test pass, the
+cost measurement and setup; :func:`rrsis_bench.tasks.time_breakdown`) is in newer records only;
 ``efficiency`` (written by runs since the leaderboards show cost) and ``setting`` (how the config was
 composed: Hydra's experiment/recipe choice and the command-line overrides; null outside a Hydra
 command) are optional; older records have neither.

@@ -164,6 +164,9 @@ def _launch(grid: dict[str, Any], cells_dir: Path, strategy: str, ratios: list[f
         run_hydra("run", args)
     except Exception as exc:  # the cells that failed left their own failed records
         return exc
+    except SystemExit as exc:  # Hydra's exit when a cell run in another process (submitit) failed; it printed why
+        return UserError(f"a {strategy} cell failed in its own process (its error is printed above; exit status "
+                         f"{exc.code})")
     return None
 
 
