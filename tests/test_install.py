@@ -99,4 +99,4 @@ def test_wheel_install_imports_methods_and_datasets(tmp_path):
     ).stdout
     first, second = out.strip().splitlines()
     assert first.startswith(str(target))
-    assert second == "baseline 8"  # the embedded default and its recipe ship in the wheel
+    assert second == "baseline 12"  # the embedded default and its recipe ship in the wheel

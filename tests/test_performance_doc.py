@@ -57,7 +57,49 @@ def loader() -> str:
     return _rows(header, rows, "rrrrr")
 
 
-RENDERERS = {"step-breakdown": step_breakdown, "loader": loader}
+def train_step() -> str:
+    """Seconds per full-size training step and peak RSS, fast/checkpointing against faithful
+    (train-step-benchmark.json, pytest-benchmark with each case's figures in extra_info)."""
+    data = json.loads((FIGURES / "train-step-benchmark.json").read_text())
+    cases = {(b["extra_info"]["method"], b["params"]["path"]): b["extra_info"] for b in data["benchmarks"]}
+    rows = []
+    for (method, path), info in sorted(cases.items(), key=lambda kv: (kv[0][0], kv[0][1] != "faithful", kv[0][1])):
+        faithful = cases.get((method, "faithful"))
+        speed = f"{faithful['best_s'] / info['best_s']:.2f}×" if faithful else "—"
+        memory = f"{info['peak_rss_gib'] / faithful['peak_rss_gib']:.2f}×" if faithful else "—"
+        steps = info["step_s"]
+        rows.append([f"`{method}`", path.replace("_", " + "), f"{info['best_s']:.2f}",
+                     f"{min(steps):.2f}–{max(steps):.2f}", f"{info['peak_rss_gib']:.2f}",
+                     f"{info['rss_after_build_gib']:.2f}", speed, memory])
+    header = ["method", "path", "s/step (best)", "s/step (range)", "peak RSS GiB", "RSS after build GiB",
+              "speed vs faithful", "memory vs faithful"]
+    return _rows(header, rows, "llrrrrrr")
+
+
+def bf16() -> str:
+    """Logit deviation of bf16 autocast from fp32 (bf16-deviation.jsonl)."""
+    results = [json.loads(line) for line in (FIGURES / "bf16-deviation.jsonl").read_text().splitlines() if line]
+    rows = [[f"`{r['method']}`", f"{r['image_size']}² × {r['batch_size']}", r["init"], f"{r['max_abs']:.4f}",
+             f"{r['mean_abs']:.4f}", f"{r['mean_abs_fp32_logit']:.4f}", f"{100 * r['sign_flip_share']:.2f} %",
+             f"{r['forward_s']['fp32']:.2f}", f"{r['forward_s']['bf16']:.2f}"] for r in results]
+    header = ["method", "input", "weights", "max abs Δ", "mean abs Δ", "mean abs fp32 logit", "pixels flipped",
+              "forward s fp32", "forward s bf16"]
+    return _rows(header, rows, "lllrrrrrr")
+
+
+def bf16_eval() -> str:
+    """Test metrics of one trained checkpoint in fp32 and under bf16 autocast (bf16-eval.json)."""
+    data = json.loads((FIGURES / "bf16-eval.json").read_text())
+    keys = ["mIoU", "oIoU", "Pr@0.5", "Pr@0.7", "Pr@0.9"]
+    rows = [[name, *(f"{data[name]['metrics'][k]:.2f}" for k in keys)] for name in ("fp32", "bf16")]
+    rows.append(["bf16 − fp32", *(f"{data['bf16']['metrics'][k] - data['fp32']['metrics'][k]:+.2f}" for k in keys)])
+    rows.append(["samples whose IoU changed", f"{data['changed_samples']} of {data['samples']}",
+                 f"max abs ΔIoU {data['max_abs_iou_change']:.4f}", "", "", ""][:6])
+    return _rows([f"`{data['checkpoint']}`", *keys], rows, "lrrrrr")
+
+
+RENDERERS = {"step-breakdown": step_breakdown, "loader": loader, "train-step": train_step, "bf16": bf16,
+             "bf16-eval": bf16_eval}
 
 
 def render(text: str) -> str:

@@ -40,12 +40,13 @@ def test_recipe_is_applied(overrides, expected):
 def test_embedded_default_is_the_baseline_with_its_synthetic_recipe():
     default = _compose()
     assert (default.method.name, default.data.name) == ("baseline", "synthetic")
-    assert (default.trainer.epochs, default.trainer.lr, default.data.image_size) == (8, 1e-3, 128)
+    assert (default.trainer.epochs, default.trainer.lr, default.data.image_size) == (12, 1e-3, 128)
     assert default.trainer.max_steps_per_epoch is None
-    # fianet_lite and alignformer_lite train as long on the synthetic set; a method with no synthetic
-    # recipe gets the trainer defaults (4 epochs).
-    assert _compose("method=fianet_lite").trainer == default.trainer
-    assert _compose("method=alignformer_lite").trainer == default.trainer
+    # fianet_lite and alignformer_lite have their own 8-epoch synthetic recipes; a method with no
+    # synthetic recipe gets the trainer defaults (4 epochs).
+    lite = _compose("method=fianet_lite").trainer
+    assert lite.epochs == 8 and {**lite, "epochs": 12} == default.trainer
+    assert _compose("method=alignformer_lite").trainer == lite
     assert _compose("method=test_baseline").trainer.epochs == 4
 
 
