@@ -92,7 +92,7 @@ def bf16_eval() -> str:
     data = json.loads((FIGURES / "bf16-eval.json").read_text())
     keys = ["mIoU", "oIoU", "Pr@0.5", "Pr@0.7", "Pr@0.9"]
     rows = [[name, *(f"{data[name]['metrics'][k]:.2f}" for k in keys)] for name in ("fp32", "bf16")]
-    rows.append(["bf16 − fp32", *(f"{data['bf16']['metrics'][k] - data['fp32']['metrics'][k]:+.2f}" for k in keys)])
+    rows.append(["bf16 − fp32", *(f"{data['bf16']['metrics'][k] - data['fp32']['metrics'][k]:+.3f}" for k in keys)])
     rows.append(["samples whose IoU changed", f"{data['changed_samples']} of {data['samples']}",
                  f"max abs ΔIoU {data['max_abs_iou_change']:.4f}", "", "", ""][:6])
     return _rows([f"`{data['checkpoint']}`", *keys], rows, "lrrrrr")
