@@ -45,8 +45,6 @@ def _official_swin_attention(self, x: torch.Tensor) -> torch.Tensor:
     _, height, width, channels = x.shape
     win_h, win_w = self.window_size
     pad_h, pad_w = (win_h - height % win_h) % win_h, (win_w - width % win_w) % win_w
-    if (pad_h or pad_w) and not self.faithful:
-        return _padded_swin_attention_fast(self, x, pad_h, pad_w)
     x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     padded_h, padded_w = x.shape[1], x.shape[2]
     shift_h, shift_w = self.shift_size
@@ -63,41 +61,6 @@ def _official_swin_attention(self, x: torch.Tensor) -> torch.Tensor:
     if shifted:
         out = torch.roll(out, shifts=(shift_h, shift_w), dims=(1, 2))
     return out[:, :height, :width, :].contiguous()
-
-
-def _padded_swin_attention_fast(self, x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
-    """:func:`_official_swin_attention` on a grid that needs padding, without the padded tokens' share
-    of the two projections: a padded token is a zero vector, so its query, key and value are the qkv
-    bias, and its output is cropped away, so the output projection runs on the real tokens only. The
-    attention itself is the same (padded keys take part, explicit softmax as timm's)."""
-    attn = self.attn
-    batch, height, width, channels = x.shape
-    win_h, win_w = self.window_size
-    qkv = attn.qkv(x)  # (B, H, W, 3C) on the real tokens only
-    padded_h, padded_w = height + pad_h, width + pad_w
-    full = attn.qkv.bias.expand(batch, padded_h, padded_w, qkv.shape[-1]).clone() if attn.qkv.bias is not None \
-        else qkv.new_zeros(batch, padded_h, padded_w, qkv.shape[-1])
-    full[:, :height, :width] = qkv
-    shift_h, shift_w = self.shift_size
-    shifted = shift_h or shift_w
-    mask = None
-    if shifted:
-        full = torch.roll(full, shifts=(-shift_h, -shift_w), dims=(1, 2))
-        mask = _shift_mask(padded_h, padded_w, self.window_size, self.shift_size, x.device, x.dtype)
-    area, heads = win_h * win_w, attn.num_heads
-    windows = full.view(batch, padded_h // win_h, win_h, padded_w // win_w, win_w, -1)
-    windows = windows.permute(0, 1, 3, 2, 4, 5).reshape(-1, area, 3, heads, qkv.shape[-1] // (3 * heads))
-    q, k, v = windows.permute(2, 0, 3, 1, 4).unbind(0)  # (B * windows, heads, area, head_dim)
-    logits = (q * attn.scale) @ k.transpose(-2, -1) + attn._get_rel_pos_bias()
-    if mask is not None:
-        count = mask.shape[0]
-        logits = (logits.view(-1, count, heads, area, area) + mask[None, :, None]).view(-1, heads, area, area)
-    out = attn.attn_drop(logits.softmax(dim=-1)) @ v  # (B * windows, heads, area, head_dim)
-    out = out.transpose(1, 2).reshape(batch, padded_h // win_h, padded_w // win_w, win_h, win_w, -1)
-    out = out.permute(0, 1, 3, 2, 4, 5).reshape(batch, padded_h, padded_w, -1)
-    if shifted:
-        out = torch.roll(out, shifts=(shift_h, shift_w), dims=(1, 2))
-    return attn.proj_drop(attn.proj(out[:, :height, :width, :]))
 
 
 _MASK_CACHE: dict[tuple, torch.Tensor] = {}
@@ -181,9 +144,6 @@ class StagedBackbone(nn.Module):
             for module in self.modules():
                 if type(module).__name__ == "SwinTransformerBlock":
                     module._attn = types.MethodType(_official_swin_attention, module)
-                    # faithful: the padded tokens go through the projections as in the Swin code;
-                    # InterleavedFusionModel.set_faithful switches it
-                    module.has_faithful_path, module.faithful = True, True
         self.official_swin_padding = official_swin_padding
         self.checkpointing = False
 
