@@ -19,8 +19,8 @@ from rrsis_bench.engine.trainer import resolve_device
 SMOKE = ["method=test_baseline", "trainer=debug", "trainer.epochs=1", "trainer.progress=false",
          "trainer.max_eval_samples=null", "data.image_size=64"]
 SUBMITIT_RUN = ["run", "-m", "hydra/launcher=submitit_local", *SMOKE]
-LAUNCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-               "SUBMITIT_EXECUTOR")
+# What adopt_submitit_environment exports for a job of several tasks (torch's env:// variables).
+EXPORTED = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def records(folder) -> dict[str, dict]:
@@ -99,7 +99,7 @@ def test_the_slurm_gpu_preset_composes_and_takes_overrides(capsys):
 def job_env(monkeypatch):
     """A private copy of the environment without launcher variables (what the code under test exports
     goes away with it), and a machine with 4 visible GPUs."""
-    clean = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS and not k.startswith("SLURM_")}
+    clean = {k: v for k, v in os.environ.items() if k not in (*EXPORTED, "SUBMITIT_EXECUTOR") and not k.startswith("SLURM_")}
     monkeypatch.setattr(os, "environ", clean)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
@@ -120,13 +120,13 @@ def test_a_submitit_slurm_task_takes_its_rank_and_the_jobs_first_node_as_master(
     job_env.update(slurm_task(procid=5, localid=1, nodeid=1))
     assert D.world_info() == (5, 1, 8)
     assert resolve_device("auto") == torch.device("cuda", 1)
-    exported = {k: job_env[k] for k in LAUNCH_VARS[:-1]}
+    exported = {k: job_env[k] for k in EXPORTED}
     assert exported["MASTER_ADDR"] == "gpu-a07"
     assert 20000 <= int(exported["MASTER_PORT"]) <= 60000
     assert (exported["RANK"], exported["WORLD_SIZE"], exported["LOCAL_RANK"], exported["LOCAL_WORLD_SIZE"]) == \
         ("5", "8", "1", "4")
     # rank 0, on the other node, computes the same address and port
-    for name in LAUNCH_VARS[:-1]:
+    for name in EXPORTED:
         del job_env[name]
     job_env.update(slurm_task(procid=0, localid=0, nodeid=0))
     assert D.world_info() == (0, 0, 8)

@@ -17,11 +17,16 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
+def batch_norms(module: nn.Module) -> Iterator[nn.modules.batchnorm._NormBase]:
+    """The batch norms inside ``module`` (itself included)."""
+    return (m for m in module.modules() if isinstance(m, nn.modules.batchnorm._NormBase))
+
+
 def _norm_buffers(module: nn.Module) -> list[torch.Tensor]:
     """The running statistics (and batch counters) of the batch norms inside ``module``."""
     buffers = []
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
+    for m in batch_norms(module):
+        if m.track_running_stats:
             buffers += [b for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
     return buffers
 

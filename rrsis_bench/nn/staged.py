@@ -32,7 +32,7 @@ from timm.models import FeatureListNet
 from torch import nn
 
 from rrsis_bench.nn.backbones import create_timm_model
-from rrsis_bench.nn.checkpointing import checkpointed
+from rrsis_bench.nn.checkpointing import batch_norms, checkpointed
 
 
 def _official_swin_attention(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,10 +81,6 @@ def _shift_mask(height: int, width: int, window: tuple[int, int], shift: tuple[i
         diff = windows[:, None, :] - windows[:, :, None]
         _MASK_CACHE[key] = torch.zeros_like(diff, dtype=dtype).masked_fill(diff != 0, -100.0)
     return _MASK_CACHE[key]
-
-
-def _has_batch_norm(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._NormBase) for m in module.modules())
 
 
 def _feature_list(model: nn.Module, out_indices: Sequence[int]) -> FeatureListNet:
@@ -155,7 +151,7 @@ class StagedBackbone(nn.Module):
         self.checkpointing = bool(enabled)
         for stage in self.stages:
             for child in stage:
-                if hasattr(child, "grad_checkpointing") and not _has_batch_norm(child):
+                if hasattr(child, "grad_checkpointing") and next(batch_norms(child), None) is None:
                     child.grad_checkpointing = self.checkpointing
 
     def stem(self, image: torch.Tensor) -> torch.Tensor:
