@@ -25,6 +25,9 @@ A method is a ``torch.nn.Module`` (subclass :class:`RRSISMethod`) that
   ``find_unused_parameters = True`` and the trainer tells DDP;
 - may trade time for memory: ``set_checkpointing(enabled)`` (turned on by ``trainer.checkpointing``)
   recomputes activations in the backward pass and must leave outputs, gradients and buffers unchanged.
+- may name its ablations: ``ablations`` maps a name (``no_fiam``) to the factory overrides that switch
+  one component off (``{"fiam": False}``); the conformance kit checks every one, and the claims table
+  (:mod:`rrsis_bench.results.claims`) compares runs with and without them.
 
 The engine knows nothing else about a method. :func:`rrsis_bench.testing.check_method` checks all of
 this for any registered method, built-in or plugin.
@@ -32,7 +35,10 @@ this for any registered method, built-in or plugin.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 import torch
 import torch.utils._pytree
@@ -106,6 +112,8 @@ class RRSISMethod(nn.Module):
 
     spec: MethodSpec
     find_unused_parameters: bool = False  # True: some trainable parameters may get no gradient in a step
+    #: Ablation name -> the factory overrides that switch one component off (see the module docstring).
+    ablations: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
 
     def loss(self, output: torch.Tensor | MethodOutput, batch: dict) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError(f"{type(self).__name__} must define loss(output, batch).")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import rrsis_bench
+from rrsis_bench.data.inputs import declared_inputs, dummy_batch
 from rrsis_bench.method import MethodOutput, MethodSpec, RRSISMethod
 from rrsis_bench.nn.losses import bce_dice_loss
 from rrsis_bench.nn.text import MINILM, TINY_TEXT_CONFIG, TextEncoder
@@ -48,6 +49,52 @@ def test_every_registered_method_passes_the_conformance_check(name):
     report = check_method(name, **offline_options(name))
     assert report.passed == CHECKS and report.skipped == ()
     assert 0 < report.trainable_params <= report.params
+
+
+def _ablations_of_test_methods() -> list:
+    """(method, ablation) for every ablation every test_* method declares (timm-style: from the registry)."""
+    return [pytest.param(name, ablation, id=f"{name}-{ablation}")
+            for name in rrsis_bench.list_methods("test_*")
+            for ablation in rrsis_bench.create_method(name).ablations]
+
+
+@pytest.mark.parametrize(("name", "ablation"), _ablations_of_test_methods())
+def test_every_ablation_switch_passes_the_conformance_check_and_changes_the_model(name, ablation):
+    full = rrsis_bench.create_method(name)
+    overrides = dict(full.ablations[ablation])
+    assert set(overrides) <= set(method_defaults(name))  # config keys: method.KEY=VALUE reaches the factory
+    report = check_method(name, **overrides)  # forward, loss, backward with every parameter reached, ...
+    assert report.passed == CHECKS
+    torch.manual_seed(0)
+    variant = rrsis_bench.create_method(name, **overrides)
+    torch.manual_seed(0)
+    full = rrsis_bench.create_method(name)
+    full_shapes = {k: tuple(v.shape) for k, v in full.state_dict().items()}
+    variant_shapes = {k: tuple(v.shape) for k, v in variant.state_dict().items()}
+    if variant_shapes == full_shapes:  # a switch of the loss alone (no_contrastive): the training loss differs
+        batch = _ablation_batch(set(declared_inputs(full)) | set(declared_inputs(variant)))
+        with torch.no_grad():
+            losses = [float(m.loss(m(batch), batch)["loss"]) for m in (full, variant)]
+        assert losses[0] != pytest.approx(losses[1], abs=1e-6)
+
+
+def _ablation_batch(inputs, size: int = 64, length: int = 8) -> dict:
+    """Two samples: random images and ids, a rectangle target, and the dummies of the declared inputs."""
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(2, size, size)
+    mask[:, 8:30, 10:34] = 1
+    batch = {"image": torch.randn(2, 3, size, size, generator=g),
+             "input_ids": torch.randint(1000, 2000, (2, length), generator=g),
+             "attention_mask": torch.ones(2, length, dtype=torch.long), "mask": mask}
+    return {**batch, **dummy_batch(inputs, 2, size, length)}
+
+
+def test_the_claims_ablations_are_declared_by_their_methods():
+    """The ablations docs/claims.md measures exist under these names (the claims refer to them)."""
+    assert {"no_fiam", "no_tmem", "no_object_branch", "lavt_base"} <= set(rrsis_bench.create_method("test_fianet").ablations)
+    assert {"no_contrastive", "text_to_pixel_only", "no_grouping"} <= set(
+        rrsis_bench.create_method("test_alignformer").ablations)
+    assert dict(rrsis_bench.create_method("test_baseline").ablations) == {}
 
 
 def test_full_size_methods_are_built_without_hub_weights():

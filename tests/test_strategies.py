@@ -250,6 +250,82 @@ def test_a_killed_stage_three_run_resumes_to_identical_metrics(lrb_run, crash_at
     shutil.rmtree(run_dir)
 
 
+def _option(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@pytest.mark.parametrize(("method", "ablation"), [pytest.param(m, a, id=f"{m}-{a}")
+                                                  for m in rrsis_bench.list_methods("test_*")
+                                                  for a in LRBWREL.ablations])
+def test_every_lrb_wrel_ablation_trains_every_test_method(method, ablation, tmp_path, data_overrides):
+    """Each switch of docs/strategies.md trains end to end (one epoch per stage) and does what it says."""
+    options = [f"strategy.{key}={_option(value)}" for key, value in LRBWREL.ablations[ablation].items()]
+    run_dir = tmp_path / "run"
+    assert run(run_dir, data_overrides, f"method={method}", "strategy=lrb_wrel", "data.weak.accurate_ratio=0.5",
+               "trainer.epochs=1", *options) == 0
+    record = record_of(run_dir)
+    assert record["status"] == "partial"  # trainer=debug caps the test pass
+    epochs = {s["name"]: s["epochs"] for s in record["strategy"]["stages"]}
+    expected = {"warmup": 1, "bank": 1, "joint": 1}
+    expected.update({"no_bank": {"bank": 0}, "no_bank_stage": {"bank": 0}, "no_warmup": {"warmup": 0}}.get(ablation, {}))
+    assert epochs == expected
+    joint_terms = pd.read_csv(run_dir / "train_log.csv").query("stage == 'joint'")["terms"]
+    assert joint_terms.str.contains("bank_loss=").all() == (ablation != "no_bank")
+    state = torch.load(run_dir / "checkpoints" / "last" / "state.pt", weights_only=True)["strategy"]["state"]
+    assert ("bank" in state) == (ablation != "no_bank")
+    assert ("teacher" in state) == (ablation != "no_teacher")
+
+
+def test_lrb_wrel_ablations_refuse_what_they_cannot_do():
+    with pytest.raises(StrategyError, match=r"strategy.bank=false has no bank to fit: set strategy.bank_epochs"):
+        LRBWREL(bank=False, bank_epochs=2)
+    with pytest.raises(StrategyError, match=r"strategy.teacher=false has no EMA teacher"):
+        LRBWREL(teacher=False, eval_model="teacher")
+    with pytest.raises(StrategyError, match=r"strategy.teacher=false has no EMA teacher"):
+        LRBWREL(teacher=False, kl_weight=0.5)
+
+
+class BankStepTrainer:
+    """What LRBWREL's bank step reads of a trainer."""
+
+    class settings:  # noqa: N801 - stands in for TrainerSettings
+        poly_power = 0.9
+        lr = 1e-3
+
+    @staticmethod
+    def forward_loss(model, batch):
+        output = model(batch)
+        return dict(model.loss(output, batch))
+
+    @staticmethod
+    def check_finite(loss, what="loss"):
+        assert torch.isfinite(loss), what
+
+
+def test_without_a_teacher_the_bank_step_leaves_the_student_untouched():
+    """strategy.teacher=false: the stage-3 bank learns through the student, whose parameters get no gradient
+    from it and whose batch-norm statistics it does not move (the step runs in eval mode)."""
+    torch.manual_seed(0)
+    model = rrsis_bench.create_method("test_baseline").train()
+    strategy = LRBWREL(teacher=False, bank_length=2)
+    strategy.bank = ReferenceBank(2, 2, model.embed_tokens(torch.zeros(1, 1, dtype=torch.long)).shape[-1], std=0.02,
+                                  generator=torch.Generator().manual_seed(0))
+    strategy.row_of = torch.tensor([0, 1])
+    strategy.text_params = list(model.text.parameters())
+    strategy._new_bank_optimizer(BankStepTrainer(), 0.1, 10)
+    batch = {"image": torch.randn(2, 3, 32, 32), "input_ids": torch.randint(1000, 2000, (2, 6)),
+             "attention_mask": torch.tensor([[1, 1, 1, 0, 0, 0]] * 2), "mask": torch.zeros(2, 32, 32),
+             "index": torch.tensor([0, 1])}
+    batch["mask"][:, 4:20, 4:20] = 1
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    before = strategy.bank.table.weight.detach().clone()
+    strategy._bank_step(BankStepTrainer(), model, batch)
+    assert not torch.equal(strategy.bank.table.weight, before)  # the bank moved
+    assert all(p.grad is None for p in model.parameters())  # the network did not learn from the bank's loss
+    assert all(torch.equal(v, buffers[k]) for k, v in model.state_dict().items())  # nor did its BN statistics
+    assert model.training  # back in training mode for the student's own step
+
+
 def test_the_teacher_can_be_the_evaluated_model(tmp_path, data_overrides):
     run_dir = tmp_path / "teacher"
     assert run(run_dir, data_overrides, "method=test_baseline", "strategy=lrb_wrel", "data.weak.accurate_ratio=0.5",

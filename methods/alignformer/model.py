@@ -23,9 +23,10 @@ results as "AlignFormer-style (re-implementation)". Read top to bottom:
   contrastive loss of :mod:`rrsis_bench.methods.alignformer.losses`.
 
 Ablation switches: ``text_to_pixel``, ``pixel_to_text`` (each direction, encoder and decoder),
-``decoder_vlba``, ``contrastive_weight`` (0 = off), ``instance_negatives``, ``batch_negatives``,
-``hard_negative_weight``, ``ambiguity`` / ``ambiguity_weight`` / ``ambiguity_radius``, ``temperature`` and
-``learn_temperature``.
+``decoder_vlba``, ``grouping`` (false: a fixed 1x1 classifier kernel on the pixel embeddings gives the
+mask logits; the centre stays the contrastive loss's anchor), ``contrastive_weight`` (0 = off),
+``instance_negatives``, ``batch_negatives``, ``hard_negative_weight``, ``ambiguity`` /
+``ambiguity_weight`` / ``ambiguity_radius``, ``temperature`` and ``learn_temperature``.
 """
 
 from __future__ import annotations
@@ -181,6 +182,16 @@ class AlignFormer(InterleavedFusionModel):
     """AlignFormer-style method on any staged timm backbone (see the module docstring)."""
 
     paper, code_url = ALIGNFORMER_PAPER, ""
+    #: The ablations of docs/methods/alignformer.md and docs/claims.md (factory overrides): the contrastive
+    #: loss, each direction of the bidirectional attention, the grouping around the centre, the decoder VLBAs.
+    ablations = MappingProxyType({
+        "no_contrastive": MappingProxyType({"contrastive_weight": 0.0}),
+        "text_to_pixel_only": MappingProxyType({"pixel_to_text": False}),
+        "pixel_to_text_only": MappingProxyType({"text_to_pixel": False}),
+        "no_grouping": MappingProxyType({"grouping": False}),
+        "no_grouping_no_contrastive": MappingProxyType({"grouping": False, "contrastive_weight": 0.0}),
+        "no_decoder_vlba": MappingProxyType({"decoder_vlba": False}),
+    })
     extra_no_decay_keys = ("layer_scale", "logit_bias", "log_temperature")
 
     def __init__(
@@ -197,6 +208,7 @@ class AlignFormer(InterleavedFusionModel):
         embed_dim: int = 256,
         temperature: float = 0.1,
         learn_temperature: bool = False,
+        grouping: bool = True,
         contrastive_weight: float = 0.5,
         instance_negatives: bool = True,
         batch_negatives: bool = True,
@@ -224,8 +236,16 @@ class AlignFormer(InterleavedFusionModel):
         text_dim = self.text.dim
         self.fusions = nn.ModuleList(VLBA(c, text_dim, faithful=faithful, **self._vlba_options)
                                      for c in self.backbone.channels)
-        self.centre = nn.Sequential(nn.Linear(text_dim, text_dim), nn.GELU(), nn.Linear(text_dim, embed_dim))
-        self.logit_bias = nn.Parameter(torch.zeros(()))
+        self.grouping = bool(grouping)
+        # The centre groups the pixels (grouping) and is the anchor of the contrastive loss; with neither it
+        # is not built. Without grouping a fixed 1x1 classifier kernel gives the mask logits.
+        self.uses_centre = self.grouping or contrastive_weight > 0
+        if self.uses_centre:
+            self.centre = nn.Sequential(nn.Linear(text_dim, text_dim), nn.GELU(), nn.Linear(text_dim, embed_dim))
+        if self.grouping:
+            self.logit_bias = nn.Parameter(torch.zeros(()))
+        else:
+            self.classifier = nn.Conv2d(embed_dim, 1, 1)
         log_t = torch.tensor(math.log(temperature))
         if learn_temperature:
             self.log_temperature = nn.Parameter(log_t)
@@ -240,6 +260,20 @@ class AlignFormer(InterleavedFusionModel):
         needs = ("instance_map",) if self.contrastive_weight > 0 and instance_negatives else ()
         self.spec = dataclasses.replace(self.spec, inputs=needs, notes=self.spec.notes + " (AlignFormer-style)")
         self.init_new_layers()
+        for module in self._unread_word_refiners():
+            module.requires_grad_(False)
+
+    def _unread_word_refiners(self) -> list[nn.Module]:
+        """The pixels → text blocks whose refined words nothing reads: after the last text → pixels block
+        when there is no centre (``grouping=false`` with the contrastive loss off). They can get no
+        gradient, so they are built frozen (DDP runs without ``find_unused_parameters``)."""
+        if self.uses_centre:
+            return []
+        blocks = [*self.fusions, *(self.decoder.vlba or [])]
+        readers = [i for i, block in enumerate(blocks) if block.text_to_pixel is not None]
+        last_reader = readers[-1] if readers else -1
+        return [block.pixel_to_text for i, block in enumerate(blocks)
+                if block.pixel_to_text is not None and i >= last_reader]
 
     def make_decoder(self, channels: list[int], hidden: int) -> nn.Module:
         options = dict(self._vlba_options) if self._decoder_vlba else None
@@ -262,12 +296,17 @@ class AlignFormer(InterleavedFusionModel):
 
     def forward(self, batch: dict) -> MethodOutput:
         maps, text = self.encode(batch)
-        pixels, words = self.decoder(maps, text["context"], text["context_mask"])
-        centre = F.normalize(self.centre(masked_mean(words, text["context_mask"])), dim=-1)
-        pixels = F.normalize(pixels, dim=1)
-        coarse = torch.einsum("bchw,bc->bhw", pixels, centre)[:, None] / self.temperature + self.logit_bias
+        embeddings, words = self.decoder(maps, text["context"], text["context_mask"])
+        pixels = F.normalize(embeddings, dim=1)
+        aux = {"pixels": pixels}
+        if self.uses_centre:
+            aux["centre"] = F.normalize(self.centre(masked_mean(words, text["context_mask"])), dim=-1)
+        if self.grouping:
+            coarse = torch.einsum("bchw,bc->bhw", pixels, aux["centre"])[:, None] / self.temperature + self.logit_bias
+        else:
+            coarse = self.classifier(embeddings)
         logits = F.interpolate(coarse, size=batch["image"].shape[-2:], mode="bilinear", align_corners=True)
-        return MethodOutput(logits, {"pixels": pixels, "centre": centre, "coarse_logits": coarse})
+        return MethodOutput(logits, {**aux, "coarse_logits": coarse})
 
     def loss(self, output: MethodOutput, batch: dict) -> dict[str, torch.Tensor]:
         terms = super().loss(output.logits, batch)

@@ -19,9 +19,10 @@ text encoder, with the full mask (context), the ground-object mask and the spati
 - :class:`FIANet` and its configurations: ``fianet`` (faithful), ``fianet_lite`` (CPU size:
   EfficientNet-Lite0 + MiniLM, the same modules), ``test_fianet`` (tiny, random init).
 
-Ablation switches: ``object_branch``, ``position_branch`` (OPAB halves), ``tmem`` and
-``num_tmem``. With the object branch off the spatial map scales the gated context instead; with
-the position branch off OPAB is the gated object attention alone.
+Ablation switches: ``fiam`` (false: LAVT's fusion, ``x + gate(PWAM(x))``, after every stage: the
+paper's LAVT base), ``object_branch``, ``position_branch`` (OPAB halves), ``tmem`` and ``num_tmem``.
+With the object branch off the spatial map scales the gated context instead; with the position
+branch off OPAB is the gated object attention alone.
 """
 
 from __future__ import annotations
@@ -98,29 +99,41 @@ class ObjectPositionAlignment(nn.Module):
 
 
 class FineGrainedAlignment(nn.Module):
-    """FIAM: ``x + w * (gate(PWAM(x, context)) + OPAB(x, object, position))``; skip = PWAM output."""
+    """FIAM: ``x + w * (gate(PWAM(x, context)) + OPAB(x, object, position))``; skip = PWAM output.
+
+    With ``fine_grained=False`` (the ``fiam=false`` ablation) it is LAVT's fusion instead,
+    ``x + gate(PWAM(x, context))``: no channel gate and no OPAB, only the context text."""
 
     def __init__(self, dim: int, text_dim: int, *, heads: int = 1, dropout: float = 0.0, object_branch: bool = True,
                  position_branch: bool = True, unused_layers: bool = False, coordinates: bool = False,
-                 faithful: bool = False) -> None:
+                 fine_grained: bool = True, faithful: bool = False) -> None:
         super().__init__()
         extra = 2 if coordinates else 0
-        self.coordinates = coordinates
-        self.channel_gate = ChannelGate(dim)
+        self.coordinates, self.fine_grained = coordinates, fine_grained
+        # Registration order = initialisation order (and the official key order): keep it as the official one.
+        if fine_grained:
+            self.channel_gate = ChannelGate(dim)
         self.context = PixelWordAttention(dim, text_dim, heads=heads, dropout=dropout, query_extra=extra,
                                           faithful=faithful)
         self.context_gate = LanguageGate(dim)
-        self.object_position = ObjectPositionAlignment(
-            dim, text_dim, heads=heads, object_branch=object_branch, position_branch=position_branch,
-            unused_layers=unused_layers, query_extra=extra, faithful=faithful)
+        if fine_grained:
+            self.object_position = ObjectPositionAlignment(
+                dim, text_dim, heads=heads, object_branch=object_branch, position_branch=position_branch,
+                unused_layers=unused_layers, query_extra=extra, faithful=faithful)
+
+    def stream_modules(self) -> list[nn.Module]:
+        """The modules that only build the fused stream (none of them reads into the skip feature)."""
+        return [self.channel_gate, self.context_gate, self.object_position] if self.fine_grained else [self.context_gate]
 
     def forward(self, tokens, size, text: dict, need_stream: bool = True):
         coords = coordinate_tokens(tokens.shape[0], size, tokens.device, tokens.dtype) if self.coordinates else None
         context = self.context(tokens, text["context"], text["context_mask"], coords)
         if not need_stream:
             return context, None
-        weights = self.channel_gate(tokens)
         gated = self.context_gate(context)
+        if not self.fine_grained:
+            return context, tokens + gated
+        weights = self.channel_gate(tokens)
         opab = self.object_position(tokens, size, text, gated, coords)
         added = gated if opab is None else gated + opab
         return context, tokens + added * weights[:, None, :]
@@ -197,12 +210,21 @@ class FIANet(InterleavedFusionModel):
     """FIANet on any staged timm backbone (see the module docstring)."""
 
     paper, code_url = FIANET_PAPER, FIANET_CODE
+    #: The ablations of docs/methods/fianet-lavt.md and docs/claims.md (factory overrides): FIANet's two
+    #: modules, the two OPAB branches, and both modules off (the paper's LAVT base).
+    ablations = MappingProxyType({
+        "no_fiam": MappingProxyType({"fiam": False}), "no_tmem": MappingProxyType({"tmem": False}),
+        "no_object_branch": MappingProxyType({"object_branch": False}),
+        "no_position_branch": MappingProxyType({"position_branch": False}),
+        "lavt_base": MappingProxyType({"fiam": False, "tmem": False}),
+    })
 
     def __init__(
         self,
         *,
         fusion_heads: int = 1,
         fusion_dropout: float = 0.0,
+        fiam: bool = True,
         object_branch: bool = True,
         position_branch: bool = True,
         tmem: bool = True,
@@ -218,13 +240,16 @@ class FIANet(InterleavedFusionModel):
         self.fusions = nn.ModuleList(
             FineGrainedAlignment(c, text_dim, heads=fusion_heads, dropout=fusion_dropout, object_branch=object_branch,
                                  position_branch=position_branch, unused_layers=unused_layers,
-                                 coordinates=coordinates, faithful=faithful)
+                                 coordinates=coordinates, fine_grained=fiam, faithful=faithful)
             for c in channels
         )
         self.tmem = (TextAwareMultiscaleEnhancement(channels, text_dim, num_blocks=num_tmem, heads=fusion_heads,
                                                     coordinates=coordinates, faithful=faithful)
                      if tmem and num_tmem > 0 else None)
-        self.object_branch, self.position_branch = object_branch, position_branch
+        # Without FIAM there is no OPAB, so neither the ground-object nor the spatial-position text is read.
+        self.fiam = fiam
+        self.object_branch, self.position_branch = object_branch and fiam, position_branch and fiam
+        object_branch, position_branch = self.object_branch, self.position_branch
         # The token masks of the ground-object and spatial-position words, for the branches that are on.
         needs = (("object_mask",) if object_branch else ()) + (("position_mask",) if position_branch else ())
         self.spec = dataclasses.replace(self.spec, inputs=needs)
@@ -248,11 +273,10 @@ class FIANet(InterleavedFusionModel):
         return self.tmem(maps, text["context"], text["context_mask"])
 
     def stream_modules(self, index: int) -> list[nn.Module]:
-        fusion = self.fusions[index]
-        return [fusion.channel_gate, fusion.context_gate, fusion.object_position]
+        return self.fusions[index].stream_modules()
 
     def never_called_modules(self) -> list[nn.Module]:
-        blocks = [fusion.object_position for fusion in self.fusions]
+        blocks = [fusion.object_position for fusion in self.fusions if fusion.fine_grained]
         return [block.unused_embedding for block in blocks if hasattr(block, "unused_embedding")]
 
     def official_layout(self) -> list[Rule]:

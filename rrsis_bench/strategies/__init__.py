@@ -21,12 +21,15 @@ what it changes):
 - :meth:`Strategy.state_dict` / :meth:`Strategy.load_state_dict` carry what ``resume`` needs beyond
   the model, the trainer's optimizer and the RNG (a teacher, a bank, extra optimizers); tensors and
   plain values only (the state file is read with ``weights_only=True``).
+- :attr:`Strategy.ablations` names the options that switch one of its components off (``no_bank``:
+  ``{"bank": False}``); the conformance tests train every one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -80,6 +83,8 @@ class Strategy:
     name = DEFAULT_STRATEGY
     #: Training samples with weak expressions: "refuse" (standard), "allow", "require" (there must be some).
     weak_samples = "refuse"
+    #: Ablation name -> the options that switch one component off (``strategy.KEY=VALUE``); none here.
+    ablations: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
 
     def __init__(self, **options: Any) -> None:
         if options:

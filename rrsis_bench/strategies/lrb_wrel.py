@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Iterator, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -220,13 +221,20 @@ class LRBWREL(Strategy):
 
     name = "lrb_wrel"
     weak_samples = "require"
+    #: Each component switched off (docs/strategies.md): the bank (stage 2 goes, weak samples read their
+    #: class name as it is), the EMA teacher (the stage-3 bank learns through the student), stage 1, stage 2.
+    ablations = MappingProxyType({
+        "no_bank": MappingProxyType({"bank": False}), "no_teacher": MappingProxyType({"teacher": False}),
+        "no_warmup": MappingProxyType({"warmup_epochs": 0}), "no_bank_stage": MappingProxyType({"bank_epochs": 0}),
+    })
 
     def __init__(self, warmup_epochs: int | None = None, bank_epochs: int | None = None,
                  joint_epochs: int | None = None, bank_length: int = 20, bank_init_std: float = 0.02,
                  bank_lr: float | None = None, joint_bank_lr: float | None = None, student_lr: float | None = None,
                  bank_weight_decay: float = 0.01, bank_selection: str = "train_oiou", eval_model: str = "student",
                  kl_weight: float = 0.0, kl_teacher_temperature: float = 0.7,
-                 kl_threshold: Sequence[float] = (0.6, 0.8), kl_ramp_epochs: float = 5.0) -> None:
+                 kl_threshold: Sequence[float] = (0.6, 0.8), kl_ramp_epochs: float = 5.0, bank: bool = True,
+                 teacher: bool = True) -> None:
         if bank_selection not in BANK_SELECTIONS:
             raise StrategyError(f"strategy.bank_selection must be one of {BANK_SELECTIONS}, not {bank_selection!r}.")
         if eval_model not in EVAL_MODELS:
@@ -237,6 +245,12 @@ class LRBWREL(Strategy):
                 raise StrategyError(f"strategy.{key} must be {'>= 1' if key == 'joint_epochs' else '>= 0'}, not {value}.")
         if bank_length < 1:
             raise StrategyError(f"strategy.bank_length must be >= 1, not {bank_length}.")
+        if not bank and bank_epochs:
+            raise StrategyError(f"strategy.bank=false has no bank to fit: set strategy.bank_epochs=null or 0, not "
+                                f"{bank_epochs}.")
+        if not teacher and (eval_model == "teacher" or kl_weight > 0):
+            raise StrategyError("strategy.teacher=false has no EMA teacher to evaluate or to take the KL term "
+                                "from: keep strategy.eval_model=student and strategy.kl_weight=0.")
         self.options = {
             "warmup_epochs": warmup_epochs, "bank_epochs": bank_epochs, "joint_epochs": joint_epochs,
             "bank_length": int(bank_length), "bank_init_std": float(bank_init_std), "bank_lr": bank_lr,
@@ -244,6 +258,7 @@ class LRBWREL(Strategy):
             "bank_selection": bank_selection, "eval_model": eval_model, "kl_weight": float(kl_weight),
             "kl_teacher_temperature": float(kl_teacher_temperature),
             "kl_threshold": [float(t) for t in kl_threshold], "kl_ramp_epochs": float(kl_ramp_epochs),
+            "bank": bool(bank), "teacher": bool(teacher),
         }
         self.bank: ReferenceBank | None = None
         self.teacher: nn.Module | None = None
@@ -266,6 +281,8 @@ class LRBWREL(Strategy):
         o = self.options
 
         def epochs(key: str) -> int:
+            if key == "bank_epochs" and not o["bank"]:
+                return 0  # no bank, nothing to fit
             return int(settings.epochs if o[key] is None else o[key])
 
         return [Stage("warmup", epochs("warmup_epochs"), "accurate", select=False),
@@ -278,6 +295,14 @@ class LRBWREL(Strategy):
 
     # -- setup -------------------------------------------------------------------------------------
     def setup(self, trainer: Trainer) -> None:
+        self.text = text_modules(trainer.model)
+        if not self.text:
+            raise StrategyError(
+                f"strategy=lrb_wrel needs the method's text encoder (a TextEncoder, or text_encoder_modules()); "
+                f"{type(trainer.model).__name__} has none.")
+        self.text_params = [p for m in self.text for p in m.parameters()]
+        if not self.options["bank"]:
+            return  # the ablation without a bank: weak samples read their class name as it is
         weak = trainer.sample_indices("weak")
         self.row_of = torch.full((len(trainer.train_set),), -1, dtype=torch.long)
         self.row_of[torch.tensor(weak, dtype=torch.long)] = torch.arange(len(weak))
@@ -287,12 +312,6 @@ class LRBWREL(Strategy):
         generator = torch.Generator().manual_seed(trainer.seed)
         self.bank = ReferenceBank(len(weak), self.options["bank_length"], width, std=self.options["bank_init_std"],
                                   generator=generator).to(trainer.device)
-        self.text = text_modules(trainer.model)
-        if not self.text:
-            raise StrategyError(
-                f"strategy=lrb_wrel needs the method's text encoder (a TextEncoder, or text_encoder_modules()); "
-                f"{type(trainer.model).__name__} has none.")
-        self.text_params = [p for m in self.text for p in m.parameters()]
 
     def bank_vectors(self, batch: dict, *, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(vectors (B, L, E), weak (B,) bool) of a batch's samples from their bank rows."""
@@ -302,7 +321,10 @@ class LRBWREL(Strategy):
         return (vectors.detach() if detach else vectors), weak
 
     def with_bank(self, model: nn.Module, batch: dict, *, detach: bool) -> dict:
-        """``batch`` with ``inputs_embeds``: its weak samples' PAD positions hold their bank vectors."""
+        """``batch`` with ``inputs_embeds``: its weak samples' PAD positions hold their bank vectors
+        (without a bank, ``strategy.bank=false``, the batch as it is)."""
+        if self.bank is None:
+            return batch
         vectors, weak = self.bank_vectors(batch, detach=detach)
         embeds = model.embed_tokens(batch["input_ids"])
         embeds, mask = fill_pad_positions(embeds, batch["attention_mask"], vectors, weak.to(embeds.device))
@@ -322,11 +344,12 @@ class LRBWREL(Strategy):
                                      trainer.stage_steps(index) * trainer.settings.accumulate)
             self.best_bank = None
         else:
-            self.teacher = self._make_teacher(trainer.model)
+            self.teacher = self._make_teacher(trainer.model) if self.options["teacher"] else None
             trainer.optimizer, trainer.scheduler = trainer.build_optimizer(
                 trainer.stage_steps(index), lr=self._lr("student_lr", trainer))
-            self._new_bank_optimizer(trainer, self._lr("joint_bank_lr", trainer),
-                                     trainer.stage_steps(index) * trainer.settings.accumulate)
+            if self.bank is not None:
+                self._new_bank_optimizer(trainer, self._lr("joint_bank_lr", trainer),
+                                         trainer.stage_steps(index) * trainer.settings.accumulate)
 
     def _new_bank_optimizer(self, trainer: Trainer, lr: float, total: int) -> None:
         from rrsis_bench.engine.trainer import poly_schedule
@@ -382,16 +405,21 @@ class LRBWREL(Strategy):
         loss_value = 0.0
         if rows.numel():
             sub = select_rows(batch, rows)
-            flags = [p.requires_grad for p in self.text_params]
-            for p in self.text_params:  # the shared text encoder learns from the student's loss only
+            # The network learns from the student's loss only: the shared text encoder of the teacher, or
+            # the whole student when it is the bank's network (strategy.teacher=false), is held still.
+            held = [p for p in frozen.parameters() if p.requires_grad]
+            training = frozen.training
+            for p in held:
                 p.requires_grad_(False)
+            frozen.eval()
             try:
                 terms = trainer.forward_loss(frozen, self.with_bank(frozen, sub, detach=False))
                 trainer.check_finite(terms["loss"], "bank loss")
                 terms["loss"].backward()
             finally:
-                for p, flag in zip(self.text_params, flags, strict=True):
-                    p.requires_grad_(flag)
+                for p in held:
+                    p.requires_grad_(True)
+                frozen.train(training)
             loss_value = float(terms["loss"].detach())
         self._average_bank_grad()
         self.bank_optimizer.step()
@@ -416,16 +444,20 @@ class LRBWREL(Strategy):
     def _joint_step(self, trainer: Trainer, batches: Iterator[dict], progress: float) -> StepOutcome:
         bank_losses: list[float] = []
         teacher = self.teacher
-        teacher.eval()
+        if teacher is not None:
+            teacher.eval()
 
         def prepare(batch: dict) -> dict:
-            bank_losses.append(self._bank_step(trainer, teacher, batch))
+            if self.bank is not None:  # the bank learns through the frozen teacher (or, without one, the student)
+                bank_losses.append(self._bank_step(trainer, teacher if teacher is not None else trainer.model, batch))
             return self.with_bank(trainer.model, batch, detach=True)
 
         extra = self._kl_term(progress) if self.options["kl_weight"] > 0 else None
         outcome = trainer.plain_step(batches, prepare=prepare, extra=extra)
-        self.update_teacher(trainer.model, teacher_momentum(progress))
-        outcome.terms["bank_loss"] = sum(bank_losses) / max(1, len(bank_losses))
+        if teacher is not None:
+            self.update_teacher(trainer.model, teacher_momentum(progress))
+        if self.bank is not None:
+            outcome.terms["bank_loss"] = sum(bank_losses) / max(1, len(bank_losses))
         return outcome
 
     @torch.no_grad()
@@ -504,7 +536,9 @@ class LRBWREL(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         shared = self._shared_ids()
-        state: dict[str, Any] = {"stage": self.stage, "bank": self.bank.table.weight.detach().clone()}
+        state: dict[str, Any] = {"stage": self.stage}
+        if self.bank is not None:
+            state["bank"] = self.bank.table.weight.detach().clone()
         if self.bank_optimizer is not None:
             state["bank_optimizer"] = self.bank_optimizer.state_dict()
             state["bank_scheduler"] = self.bank_scheduler.state_dict()
@@ -516,8 +550,9 @@ class LRBWREL(Strategy):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.bank.table.weight.copy_(state["bank"].to(self.bank.table.weight.device))
+        if self.bank is not None:
+            with torch.no_grad():
+                self.bank.table.weight.copy_(state["bank"].to(self.bank.table.weight.device))
         if state.get("stage") != self.stage:  # saved at the end of an earlier stage: only the bank carries over
             self.best_bank = None
             return
@@ -533,6 +568,8 @@ class LRBWREL(Strategy):
 
     def memory_figures(self) -> dict[str, float]:
         """Bank size and Adam state in use (MiB), for the docs and the record."""
+        if self.bank is None:
+            return {"bank_numbers": 0, "bank_mib": 0.0, "adam_state_mib": 0.0, "rows_with_state": 0}
         numbers = self.bank.num_numbers
         used = 0
         if self.bank_optimizer is not None:
