@@ -44,6 +44,7 @@ commands:
   convert      import an official LAVT/FIANet checkpoint: convert method=NAME src=FILE.pth out=DIR
   study        a grid of runs summarised: study weak_ratio method=M data=D ratios=[..] strategies=[..] seeds=[..]
   compare      paired statistics of two runs on the same test samples: compare RUN_A RUN_B [out=FILE.json]
+  claims       the papers' claims measured: regenerate docs/claims.md from run records [records=DIR] [check=true]
 
 `rrsis-bench <command> --help` explains each command. Errors are one line; add --debug (or set
 HYDRA_FULL_ERROR=1) for the traceback.
@@ -501,6 +502,19 @@ def _is_user_error(exc: BaseException) -> bool:
                       | LookupError | OSError | NotImplementedError)
 
 
+def cmd_claims(args: Sequence[str], console: Console) -> int:
+    from rrsis_bench.commands.claims import CLAIMS_HELP, claims_command
+    from rrsis_bench.results.claims import DEFAULT_DOC, DEFAULT_RECORDS
+
+    if _wants_help(args):
+        console.print(CLAIMS_HELP, markup=False, highlight=False, soft_wrap=True)
+        return 0
+    opts = parse_key_values(args, {"records": ",".join(DEFAULT_RECORDS), "out": DEFAULT_DOC, "figures": "docs/figures",
+                                   "check": "false"}, "claims")
+    return claims_command(opts["records"].split(","), opts["out"], opts["figures"], console,
+                          check=_bool_option(opts, "check"))
+
+
 def cmd_study(args: Sequence[str], console: Console) -> int:
     from rrsis_bench.studies import study
 
@@ -519,6 +533,7 @@ def cmd_compare(args: Sequence[str], console: Console) -> int:
 PLAIN_COMMANDS: dict[str, Callable[[Sequence[str], Console], int]] = {
     "score": cmd_score, "list": cmd_list, "leaderboard": cmd_leaderboard, "data": cmd_data,
     "profile": cmd_profile, "convert": cmd_convert, "study": cmd_study, "compare": cmd_compare,
+    "claims": cmd_claims,
 }
 
 

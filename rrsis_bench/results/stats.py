@@ -259,6 +259,21 @@ def _oiou_permutation_p(inters: np.ndarray, unions: np.ndarray, n_resamples: int
     return _permutation_p((np.arange(n), np.arange(n, 2 * n)), statistic, n_resamples, seed)
 
 
+def oiou_permutation_p_value(
+    inters_a: Sequence[int] | np.ndarray, unions_a: Sequence[int] | np.ndarray,
+    inters_b: Sequence[int] | np.ndarray, unions_b: Sequence[int] | np.ndarray,
+    n_resamples: int = 9999, seed: int = 0,
+) -> float:
+    """p-value of the two-sided paired permutation test of ΔoIoU = ΣI_a/ΣU_a − ΣI_b/ΣU_b; the counts are
+    aligned by sample and each resample swaps a sample's (I, U) between A and B."""
+    arrays = [np.asarray(x, dtype=np.int64).reshape(-1) for x in (inters_a, unions_a, inters_b, unions_b)]
+    if len({a.size for a in arrays}) != 1:
+        raise ValueError("oiou_permutation_p_value needs the same number of samples in all four count arrays; "
+                         "align both runs by sample id first.")
+    return _oiou_permutation_p(np.concatenate([arrays[0], arrays[2]]), np.concatenate([arrays[1], arrays[3]]),
+                               _check_resamples(n_resamples), seed)
+
+
 def wilcoxon_p_value(diffs: Sequence[float] | np.ndarray) -> float:
     """Two-sided Wilcoxon signed-rank p-value of per-sample differences (``scipy.stats.wilcoxon``).
 
