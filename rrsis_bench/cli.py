@@ -504,14 +504,14 @@ def _is_user_error(exc: BaseException) -> bool:
 
 def cmd_claims(args: Sequence[str], console: Console) -> int:
     from rrsis_bench.commands.claims import CLAIMS_HELP, claims_command
-    from rrsis_bench.results.claims import DEFAULT_DOC, DEFAULT_RECORDS
+    from rrsis_bench.results.claims import DEFAULT_DOC, DEFAULT_EARLIER, DEFAULT_RECORDS
 
     if _wants_help(args):
         console.print(CLAIMS_HELP, markup=False, highlight=False, soft_wrap=True)
         return 0
-    opts = parse_key_values(args, {"records": ",".join(DEFAULT_RECORDS), "out": DEFAULT_DOC, "figures": "docs/figures",
-                                   "check": "false"}, "claims")
-    return claims_command(opts["records"].split(","), opts["out"], opts["figures"], console,
+    opts = parse_key_values(args, {"records": ",".join(DEFAULT_RECORDS), "earlier": DEFAULT_EARLIER,
+                                   "out": DEFAULT_DOC, "figures": "docs/figures", "check": "false"}, "claims")
+    return claims_command(opts["records"].split(","), opts["out"], opts["figures"], console, earlier=opts["earlier"],
                           check=_bool_option(opts, "check"))
 
 

@@ -13,6 +13,11 @@ seconds of one part of ``timing.breakdown_s``, ``%.2f``) from
 class-only oracle of docs/datasets/synthetic.md), which is counted but not compared. Region markers
 sit mid-line in paragraphs (a line starting with ``<!--`` would end the paragraph).
 
+A region may also name a leaderboard CSV instead of a records folder (``<!-- figures
+leaderboards/synthetic.csv: 1e3d5127:mIoU 1e3d5127:mIoU.std … -->``): ``GROUP:METRIC`` then takes the row
+whose ``group_hash`` starts with GROUP, ``METRIC`` its mean over seeds, ``METRIC.std`` / ``.low`` /
+``.high`` its sample std and 95 % interval (``%.2f``): the README's table of results at S is quoted so.
+
 After the committed records change, rewrite the quoted figures with::
 
     python tests/test_readme_figures.py --write
@@ -42,11 +47,27 @@ def format_wall(seconds: float) -> str:
     return f"{minutes} min {secs} s"
 
 
+def row_value(table: Path, ref: str) -> str:
+    """The text a reference ``GROUP:METRIC[.std|.low|.high]`` into a leaderboard CSV must appear as."""
+    import pandas as pd
+
+    group, _, field = ref.partition(":")
+    frame = pd.read_csv(table, dtype={"group_hash": str})
+    rows = frame[frame["group_hash"].str.startswith(group)]
+    if len(rows) != 1:
+        raise ValueError(f"{table}: {len(rows)} rows have a group_hash starting with {group!r}; quote exactly one")
+    metric, _, part = field.partition(".")
+    column = {"": f"{metric} mean", "std": f"{metric} std", "low": f"{metric} ci low", "high": f"{metric} ci high"}[part]
+    return f"{float(rows.iloc[0][column]):.2f}"
+
+
 def figure_value(folder: Path, ref: str) -> str:
     """The text a reference ``RUN:FIELD`` must appear as."""
     run, sep, field = ref.partition(":")
     if not sep:
         raise ValueError(f"figure reference {ref!r} is not RUN:FIELD (or '-')")
+    if folder.suffix == ".csv":
+        return row_value(folder, ref)
     record = json.loads((folder / run / "record.json").read_text(encoding="utf-8"))
     if record["status"] != "complete":
         raise ValueError(f"{folder / run} is {record['status']!r}; quote complete runs only")
@@ -134,6 +155,21 @@ def test_a_figure_edited_by_hand_fails(tmp_path):
     doc.write_text(region.format("50.00", "63.86", "1 min 2 s"))
     assert rewrite(doc, tmp_path) and check(doc, tmp_path) == []
     assert doc.read_text() == region.format("56.85", "63.86", "21 min 58 s")
+
+
+def test_a_leaderboard_row_is_quoted_by_its_group_hash(tmp_path):
+    table = tmp_path / "board.csv"
+    table.write_text("group_hash,mIoU mean,mIoU std,mIoU ci low,mIoU ci high\n"
+                     "abc123ff,61.234,2.5,55.01,67.456\nabd99,50,1,49,51\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- figures board.csv: abc1:mIoU abc1:mIoU.std abc1:mIoU.low abc1:mIoU.high -->"
+                   "61.23 ± 2.50 [55.01, 67.46]<!-- /figures -->\n")
+    assert check(doc, tmp_path) == []
+    doc.write_text("<!-- figures board.csv: abc1:mIoU -->61.24<!-- /figures -->\n")
+    assert check(doc, tmp_path) == ["doc.md:1: 61.24 should be 61.23 (abc1:mIoU)"]
+    doc.write_text("<!-- figures board.csv: ab:mIoU -->61.23<!-- /figures -->\n")
+    with pytest.raises(ValueError, match="2 rows have a group_hash starting with 'ab'"):
+        check(doc, tmp_path)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,14 @@ from __future__ import annotations
 from rich.console import Console
 
 CLAIMS_HELP = """\
-usage: rrsis-bench claims [records=DIR[,DIR...]] [out=docs/claims.md] [figures=docs/figures] [check=false]
+usage: rrsis-bench claims [records=DIR[,DIR...]] [earlier=DIR] [out=docs/claims.md] [figures=docs/figures]
+                          [check=false]
 
 Rewrite the generated regions of the claims document (between '<!-- claims:NAME -->' and
 '<!-- /claims:NAME -->' lines; the prose around them is kept) from the complete run records found
-below records= (default: leaderboards, the committed records and studies):
+below records= (default: leaderboards/records,leaderboards/studies, the committed records and studies;
+earlier= (default leaderboards/earlier) holds records of other budgets and machines, which only the
+table of budgets tried before S reads):
   setting    the shared setting S and whether each method's val mIoU had plateaued there
   table      every claim of the seed methods' papers: the paper's Δ where the reported table has
              both rows, the cells with and without the component (3 seeds at S), Δ with a 95 % t
@@ -26,7 +29,8 @@ when the document is not what the records give (a test runs it). See docs/claims
 """
 
 
-def claims_command(records: list[str], out: str, figures: str, console: Console, *, check: bool = False) -> int:
+def claims_command(records: list[str], out: str, figures: str, console: Console, *, earlier: str = "",
+                   check: bool = False) -> int:
     from pathlib import Path
 
     from rrsis_bench.results.claims import write_claims_doc
@@ -38,7 +42,9 @@ def claims_command(records: list[str], out: str, figures: str, console: Console,
     if not existing:
         raise FileNotFoundError(f"No record folder found among {', '.join(map(str, sources))}; pass records=DIR[,DIR...].")
     loaded = load_records(existing)
-    path, changed = write_claims_doc(loaded.records, out, reported=load_reported(), figures=figures, check=check)
+    before = load_records([earlier]).records if earlier and Path(earlier).exists() else []
+    path, changed = write_claims_doc(loaded.records, out, reported=load_reported(), figures=figures, earlier=before,
+                                     check=check)
     if check:
         console.print(f"{path} is {'NOT ' if changed else ''}what the {len(loaded.records)} records give"
                       + ("; run `rrsis-bench claims` to regenerate it." if changed else "."), highlight=False)

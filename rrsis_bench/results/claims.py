@@ -56,7 +56,10 @@ PLATEAU_POINTS = 1.0
 #: The weak-ratio study's cells at S: lrb_wrel's bank stage is 3 epochs (its other stages take S's).
 STUDY_OVERRIDES = ("strategy.bank_epochs=3",)
 DEFAULT_DOC = "docs/claims.md"
-DEFAULT_RECORDS = ("leaderboards",)
+#: The committed records and studies (the cells), and the records of earlier settings (other budgets or
+#: machines: only the table of budgets tried before S reads them).
+DEFAULT_RECORDS = ("leaderboards/records", "leaderboards/studies")
+DEFAULT_EARLIER = "leaderboards/earlier"
 
 FIANET = "FIANet (Lei et al., IEEE TGRS 2025)"
 ALIGNFORMER = "AlignFormer (Wei et al., arXiv 2301.06429 v1)"
@@ -552,7 +555,8 @@ def gradient_tables(path: Path) -> list[str]:
 REGION = re.compile(r"(<!-- claims:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /claims:(?P=name) -->)", re.S)
 
 
-def build_regions(records: Iterable[Mapping[str, Any]], reported: pd.DataFrame, figures: Path) -> dict[str, str]:
+def build_regions(records: Iterable[Mapping[str, Any]], reported: pd.DataFrame, figures: Path,
+                  earlier: Iterable[Mapping[str, Any]] = ()) -> dict[str, str]:
     records = list(records)
     cells = Cells(records)
     evaluated = [evaluate(c, cells, reported) for c in CLAIMS]
@@ -561,7 +565,7 @@ def build_regions(records: Iterable[Mapping[str, Any]], reported: pd.DataFrame, 
     setting = setting_summary(s_runs[0]) if s_runs else "no baseline run at S yet"
     regions = {
         "setting": [f"S: {setting}.", "", "At S:", "", *plateau_table(cells), "", "The budgets tried before S:", "",
-                    *(budget_table(records) or ["none recorded."])],
+                    *(budget_table([*records, *earlier]) or ["none recorded."])],
         "table": claims_table(evaluated),
         "sources": sources_list(evaluated),
         "lr": [*lr_table(cells), "", *comparison_table(explained)],
@@ -592,7 +596,8 @@ def render_doc(template: str, regions: Mapping[str, str]) -> str:
 
 
 def write_claims_doc(records: Iterable[Mapping[str, Any]], doc: str | Path, *, reported: pd.DataFrame,
-                     figures: str | Path, check: bool = False) -> tuple[Path, bool]:
+                     figures: str | Path, earlier: Iterable[Mapping[str, Any]] = (),
+                     check: bool = False) -> tuple[Path, bool]:
     """Regenerate the claims regions of ``doc``; returns (path, whether it changed). With ``check`` nothing
     is written."""
     doc = Path(doc)
@@ -600,7 +605,7 @@ def write_claims_doc(records: Iterable[Mapping[str, Any]], doc: str | Path, *, r
         raise FileNotFoundError(f"{doc} does not exist; the claims command fills the regions of an existing document "
                                 f"(see docs/claims.md in the repository).")
     template = doc.read_text(encoding="utf-8")
-    text = render_doc(template, build_regions(records, reported, Path(figures)))
+    text = render_doc(template, build_regions(records, reported, Path(figures), earlier))
     changed = text != template
     if changed and not check:
         atomic_write_text(doc, text)
