@@ -132,3 +132,40 @@ def test_the_claims_command_refuses_bad_arguments(tmp_path, capsys):
     assert exit_code(["claims", f"records={tmp_path / 'none'}"]) == 1
     assert "No record folder found" in capsys.readouterr().out
     assert exit_code(["claims", "--help"]) == 0
+
+
+# -- the gradient-flow figures (tests/benchmarks/gradient_flow.py) ----------------------------------------
+def _gradient_flow():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gradient_flow", REPO / "tests" / "benchmarks" / "gradient_flow.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gradient_groups_split_fiams_parts_and_keep_backbones_whole():
+    group_of = _gradient_flow().group_of
+    assert group_of("fusions.2.object_position.object_attention.query.weight") == "fusions.2.object_position.object_attention"
+    assert group_of("fusions.2.context.out.0.weight") == "fusions.2.context"
+    assert group_of("decoder.vlba.1.gate.gate.0.weight") == "decoder.vlba.1"
+    assert group_of("backbone.stages.3.blocks.0.attn.qkv.weight") == "backbone"
+    assert group_of("tmem.blocks.0.attention.query.weight") == "tmem.blocks"
+
+
+def test_gradient_flow_of_a_trained_run(tmp_path, data_overrides):
+    """On a tiny FIANet run: every trained group has a gradient at step 0 and at the end and moved, the
+    OPAB position map is reported, and step 0 is the model the run started from (rebuilt by seed)."""
+    run_dir = tmp_path / "run"
+    assert exit_code(["run", "method=test_fianet", "trainer=debug", "trainer.progress=false", *data_overrides,
+                      f"hydra.run.dir={run_dir}"]) == 0
+    result = _gradient_flow().measure(run_dir)
+    assert result["method"] == "test_fianet" and result["seed"] == 0
+    for when in ("step0", "end"):
+        norms = result[when]["grad_norm"]
+        assert {"backbone", "decoder", "fusions.0.context", "fusions.0.object_position.object_attention"} <= set(norms)
+        assert all(v > 0 and math.isfinite(v) for v in norms.values())
+        assert result[when]["total_grad_norm"] == pytest.approx(math.sqrt(sum(v * v for v in norms.values())))
+        assert {"fusions.0.context_gate", "fusions.0.object_position.spatial"} <= set(result[when]["gates"])
+    assert all(v > 0 for v in result["weight_change"].values())  # two steps of AdamW move every trained group
+    assert result["step0"]["terms"]["loss"] != result["end"]["terms"]["loss"]

@@ -454,6 +454,41 @@ def tuned_lr(cells: Cells, method: str) -> float | None:
     return best[0] if best else None
 
 
+def time_table(cells: Cells) -> list[str]:
+    """Per S method: training time per epoch and wall time (means over its seeds), and the epochs that
+    fit in the baseline's training time at S."""
+    per_epoch = {}
+    rows = []
+    for method in S_METHODS:
+        runs = cells.runs((f"method={method}",))
+        if not runs:
+            continue
+        epoch_s = float(np.mean([r["timing"]["train_s"] / r["timing"]["epochs"] for r in runs]))
+        per_epoch[method] = epoch_s
+        rows.append([method, len(runs), _num(epoch_s, 1), _num(float(np.mean([r["timing"]["wall_s"] for r in runs])) / 60, 1),
+                     _num(float(np.mean([r["timing"]["train_samples_per_s"] for r in runs])), 1)])
+    if "baseline" not in per_epoch:
+        return ["No baseline run at S yet."]
+    budget = per_epoch["baseline"] * cells.runs(("method=baseline",))[0]["timing"]["epochs"]
+    for row in rows:
+        row.append(_num(budget / per_epoch[row[0]], 1))
+    return _table(["method", "seeds", "training s / epoch", "wall min", "train img/s",
+                   "epochs in the baseline's training time"], rows, "lrrrrr")
+
+
+#: The lite methods trained for the epochs that fit in the baseline's training time at S (seed 0; from
+#: the time table: 12 x the baseline's seconds per epoch / the method's).
+EQUAL_TIME_EPOCHS = {"fianet_lite": 7, "alignformer_lite": 7}
+
+
+def equal_time_comparisons() -> list[Comparison]:
+    return [Comparison(f"equal_time-{m}", f"{m} at {e} epochs (the baseline's training time) against the baseline at S",
+                       f"{m}, {e} epochs", (f"method={m}", f"trainer.epochs={e}"), "baseline at S", ("method=baseline",))
+            for m, e in EQUAL_TIME_EPOCHS.items()] + [
+            Comparison(f"equal_epochs-{m}", f"{m} against the baseline, both at S (equal epochs)", m, (f"method={m}",),
+                       "baseline at S", ("method=baseline",)) for m in EQUAL_TIME_EPOCHS]
+
+
 def explanation_comparisons(cells: Cells) -> list[Comparison]:
     """Tuned against untuned lr (3 seeds each) for every method whose sweep picked another lr."""
     out = []
@@ -569,6 +604,7 @@ def build_regions(records: Iterable[Mapping[str, Any]], reported: pd.DataFrame, 
         "table": claims_table(evaluated),
         "sources": sources_list(evaluated),
         "lr": [*lr_table(cells), "", *comparison_table(explained)],
+        "time": [*time_table(cells), "", *comparison_table([evaluate(c, cells) for c in equal_time_comparisons()])],
         "strata": strata_tables(cells),
         "gradients": gradient_tables(figures / "gradient-flow.jsonl"),
     }

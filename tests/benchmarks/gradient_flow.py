@@ -12,7 +12,8 @@ shuffled with generator seed 0, the run's transforms) it reports, per module gro
   with the contrastive weight set to 0 (the mask loss alone), so the contrastive share is visible;
 - ``weight_change``: ||θ_end − θ_0|| / ||θ_0|| over the group's trainable parameters;
 
-and the loss terms. Groups: each top-level module, each stage of a ModuleList (``fusions.2``), and
+the loss terms, and how open each language gate is (``gates``: see :func:`gate_stats`). Groups:
+each top-level module, each stage of a ModuleList (``fusions.2``), and
 the parts of a FIANet fusion (``fusions.2.object_position.object_attention``) and of a VLBA. ``--json``
 appends one JSON object per run to OUT (docs/figures/gradient-flow.jsonl).
 """
@@ -90,9 +91,49 @@ def weight_change(initial: dict[str, torch.Tensor], model) -> dict[str, float]:
     return {k: math.sqrt(moved[k]) / math.sqrt(size[k]) if size[k] else float("nan") for k in moved}
 
 
+def gate_stats(model, batch: dict) -> dict[str, dict[str, float]]:
+    """How open each language gate is on the batch (eval mode): for every LAVT language gate
+    (``x * tanh(MLP(x))``), the mean |tanh(MLP(x))| and the RMS of its output relative to the RMS of
+    ``x``; for FIANet's OPAB position map (``sigmoid(conv([mean, max]))``), its mean and its std over
+    the pixels (0.5 with std 0 = the position words say nothing)."""
+    from rrsis_bench.nn.lavt import LanguageGate
+
+    stats: dict[str, dict[str, float]] = {}
+    hooks = []
+
+    def gate_hook(name):
+        def hook(module, inputs, output):
+            x = inputs[0]
+            factor = module.gate(x)
+            stats[name] = {"mean_abs_gate": float(factor.abs().mean()),
+                           "relative_rms": float(output.pow(2).mean().sqrt() / x.pow(2).mean().sqrt().clamp_min(1e-12))}
+        return hook
+
+    def spatial_hook(name):
+        def hook(module, inputs, output):
+            prob = torch.sigmoid(output).flatten(1)
+            stats[name] = {"mean": float(prob.mean()), "std_over_pixels": float(prob.std(dim=1).mean())}
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, LanguageGate):
+            hooks.append(module.register_forward_hook(gate_hook(name)))
+        elif name.endswith("object_position.spatial"):
+            hooks.append(module.register_forward_hook(spatial_hook(name)))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train()
+    return stats
+
+
 def measure_state(model, batch: dict) -> dict:
     norms, terms = gradient_norms(model, batch)
-    out = {"grad_norm": norms, "terms": terms,
+    out = {"grad_norm": norms, "terms": terms, "gates": gate_stats(model, batch),
            "total_grad_norm": math.sqrt(sum(v * v for v in norms.values()))}
     weight = float(getattr(model, "contrastive_weight", 0.0))
     if weight > 0:
