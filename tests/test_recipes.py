@@ -42,8 +42,8 @@ def test_embedded_default_is_the_baseline_with_its_synthetic_recipe():
     assert (default.method.name, default.data.name) == ("baseline", "synthetic")
     assert (default.trainer.epochs, default.trainer.lr, default.data.image_size) == (12, 1e-3, 128)
     assert default.trainer.max_steps_per_epoch is None
-    # fianet_lite and alignformer_lite train at the same setting S (docs/claims.md): their synthetic
-    # recipes equal the default's trainer; a method with no synthetic recipe gets the trainer defaults (4 epochs).
+    # fianet_lite and alignformer_lite have synthetic recipes equal to the default's trainer (12 epochs); a
+    # method with no synthetic recipe gets the trainer defaults (4 epochs).
     assert _compose("method=fianet_lite").trainer == default.trainer
     assert _compose("method=alignformer_lite").trainer == default.trainer
     assert _compose("method=test_baseline").trainer.epochs == 4
@@ -64,3 +64,12 @@ def test_no_recipe_without_a_published_one_and_overrides_win():
     assert synthetic.trainer.lr == 1e-3 and synthetic.method.num_tmem == 3  # no fianet_synthetic recipe
     tuned = _compose("experiment=fianet_refsegrs", "trainer.lr=1e-4", "method.num_tmem=2")
     assert tuned.trainer.lr == 1e-4 and tuned.method.num_tmem == 2
+
+
+@pytest.mark.parametrize("method", ["baseline", "fianet_lite", "alignformer_lite", "test_fianet"])
+def test_the_shared_setting_s_is_16_epochs_on_the_synthetic_data_for_every_method(method):
+    """experiment=synthetic_s (docs/claims.md) wins over a method's synthetic recipe and changes nothing else:
+    its config is the method's with trainer.epochs=16 (so its runs and those spelled so are one cell)."""
+    s = _compose("experiment=synthetic_s", f"method={method}")
+    assert (s.data.name, s.trainer.epochs, s.trainer.lr, s.data.image_size) == ("synthetic", 16, 1e-3, 128)
+    assert s == _compose(f"method={method}", "trainer.epochs=16")

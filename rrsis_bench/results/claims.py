@@ -53,6 +53,8 @@ STATS_SEED = 0
 METRICS = ("mIoU", "oIoU")
 #: A method's val mIoU has plateaued when its last two epochs gain at most this over the best before them.
 PLATEAU_POINTS = 1.0
+#: The shared setting S (conf/experiment/synthetic_s.yaml): every cell of the claims is a run at S.
+S = ("experiment=synthetic_s",)
 #: The weak-ratio study's cells at S: lrb_wrel's bank stage is 3 epochs (its other stages take S's).
 STUDY_OVERRIDES = ("strategy.bank_epochs=3",)
 DEFAULT_DOC = "docs/claims.md"
@@ -95,7 +97,7 @@ class Comparison:
 def _weak(method: str, strategy: str, ratio: float) -> tuple[str, ...]:
     """A cell of the weak-ratio study at S (the study hands strategy.* words to the strategies that have them)."""
     extra = STUDY_OVERRIDES if strategy == "lrb_wrel" else ()
-    return (f"method={method}", f"strategy={strategy}", f"data.weak.accurate_ratio={ratio}", *extra)
+    return (*S, f"method={method}", f"strategy={strategy}", f"data.weak.accurate_ratio={ratio}", *extra)
 
 
 def _weak_claims() -> list[Comparison]:
@@ -121,31 +123,31 @@ def _weak_claims() -> list[Comparison]:
 #: Every claim the seed methods' papers make about their components, in the order of docs/claims.md.
 CLAIMS: tuple[Comparison, ...] = (
     Comparison(
-        "fiam", "FIAM helps FIANet", "fianet_lite", ("method=fianet_lite",),
-        "without FIAM (LAVT's fusion)", ("method=fianet_lite", "method.fiam=false"), FIANET,
+        "fiam", "FIAM helps FIANet", "fianet_lite", (*S, "method=fianet_lite"),
+        "without FIAM (LAVT's fusion)", (*S, "method=fianet_lite", "method.fiam=false"), FIANET,
         "abstract: FIAM 'would simultaneously leverage the features of the input image and the corresponding "
         "texts, obtaining better discriminative multi-modal representation'; its ablation table could not be read "
         "(paper body not reachable)"),
     Comparison(
-        "tmem", "TMEM helps FIANet", "fianet_lite", ("method=fianet_lite",),
-        "without TMEM", ("method=fianet_lite", "method.tmem=false"), FIANET,
+        "tmem", "TMEM helps FIANet", "fianet_lite", (*S, "method=fianet_lite"),
+        "without TMEM", (*S, "method=fianet_lite", "method.tmem=false"), FIANET,
         "abstract: TMEM handles 'the various scales of ground objects'; ablation table not readable"),
     Comparison(
-        "fiam_tmem", "FIAM + TMEM help: FIANet beats its LAVT base", "fianet_lite", ("method=fianet_lite",),
-        "LAVT base (no FIAM, no TMEM)", ("method=fianet_lite", "method.fiam=false", "method.tmem=false"), FIANET,
+        "fiam_tmem", "FIAM + TMEM help: FIANet beats its LAVT base", "fianet_lite", (*S, "method=fianet_lite"),
+        "LAVT base (no FIAM, no TMEM)", (*S, "method=fianet_lite", "method.fiam=false", "method.tmem=false"), FIANET,
         "FIANet over LAVT in the published tables (FIANet's RefSegRS table re-trains LAVT; RRSIS-D rows from "
         "RMSIN's table)",
         (ReportedPair("refsegrs", "test", "FIANet", "LAVT"), ReportedPair("rrsisd", "test", "FIANet", "LAVT"))),
     Comparison(
         "contrastive", "The cross-modal instance contrastive loss helps", "alignformer_lite",
-        ("method=alignformer_lite",), "without the contrastive loss",
-        ("method=alignformer_lite", "method.contrastive_weight=0.0"), ALIGNFORMER,
+        (*S, "method=alignformer_lite"), "without the contrastive loss",
+        (*S, "method=alignformer_lite", "method.contrastive_weight=0.0"), ALIGNFORMER,
         "v1 abstract: the loss is introduced 'to alleviate the influence of pixel samples in ambiguous regions'; no "
         "number is public, and the authors' later code (LGFormer) trains with BCE alone"),
     Comparison(
         "bidirectional", "Vision-language attention in both directions beats text → pixels alone",
-        "alignformer_lite", ("method=alignformer_lite",), "text → pixels only",
-        ("method=alignformer_lite", "method.pixel_to_text=false"), ALIGNFORMER,
+        "alignformer_lite", (*S, "method=alignformer_lite"), "text → pixels only",
+        (*S, "method=alignformer_lite", "method.pixel_to_text=false"), ALIGNFORMER,
         "abstract: VLBA carries the text to every pixel and 'fine-grained image features into the linguistic "
         "features'; no number is public"),
     *_weak_claims(),
@@ -385,7 +387,7 @@ def sources_list(evaluated: Sequence[Evaluated]) -> list[str]:
 def plateau_table(cells: Cells) -> list[str]:
     rows = []
     for method in S_METHODS:
-        for run in cells.runs((f"method={method}",)):
+        for run in cells.runs((*S, f"method={method}")):
             info = plateau(run)
             rows.append([method, run["seed"], " → ".join(_num(v) for v in info["values"]), _num(info["gain"], signed=True),
                          "yes" if info["plateaued"] else "**no**"])
@@ -401,7 +403,7 @@ def budget_table(records: Iterable[Mapping[str, Any]]) -> list[str]:
     from rrsis_bench.config import compose_run_config
     from rrsis_bench.results.record import record_strategy
 
-    defaults = {m: compose_run_config([f"method={m}"]) for m in S_METHODS}
+    defaults = {m: compose_run_config([*S, f"method={m}"]) for m in S_METHODS}
     rows = []
     for run in records:
         config = run.get("config") or {}
@@ -431,7 +433,7 @@ def lr_table(cells: Cells) -> list[str]:
     rows = []
     for method in LR_METHODS:
         for lr in LR_SWEEP:
-            runs = [r for r in cells.runs((f"method={method}", f"trainer.lr={lr}")) if r["seed"] == 0]
+            runs = [r for r in cells.runs((*S, f"method={method}", f"trainer.lr={lr}")) if r["seed"] == 0]
             if not runs:
                 rows.append([method, f"{lr:g}", "–", "–", "not run yet"])
                 continue
@@ -445,7 +447,7 @@ def tuned_lr(cells: Cells, method: str) -> float | None:
     """The sweep's lr with the best val mIoU (seed 0), None until every lr has run."""
     best = None
     for lr in LR_SWEEP:
-        runs = [r for r in cells.runs((f"method={method}", f"trainer.lr={lr}")) if r["seed"] == 0]
+        runs = [r for r in cells.runs((*S, f"method={method}", f"trainer.lr={lr}")) if r["seed"] == 0]
         if not runs:
             return None
         value = runs[0]["selection"]["metrics"]["mIoU"]
@@ -460,7 +462,7 @@ def time_table(cells: Cells) -> list[str]:
     per_epoch = {}
     rows = []
     for method in S_METHODS:
-        runs = cells.runs((f"method={method}",))
+        runs = cells.runs((*S, f"method={method}"))
         if not runs:
             continue
         epoch_s = float(np.mean([r["timing"]["train_s"] / r["timing"]["epochs"] for r in runs]))
@@ -469,7 +471,7 @@ def time_table(cells: Cells) -> list[str]:
                      _num(float(np.mean([r["timing"]["train_samples_per_s"] for r in runs])), 1)])
     if "baseline" not in per_epoch:
         return ["No baseline run at S yet."]
-    budget = per_epoch["baseline"] * cells.runs(("method=baseline",))[0]["timing"]["epochs"]
+    budget = per_epoch["baseline"] * cells.runs((*S, "method=baseline"))[0]["timing"]["epochs"]
     for row in rows:
         row.append(_num(budget / per_epoch[row[0]], 1))
     return _table(["method", "seeds", "training s / epoch", "wall min", "train img/s",
@@ -477,16 +479,17 @@ def time_table(cells: Cells) -> list[str]:
 
 
 #: The lite methods trained for the epochs that fit in the baseline's training time at S (seed 0; from
-#: the time table: 12 x the baseline's seconds per epoch / the method's).
-EQUAL_TIME_EPOCHS = {"fianet_lite": 7, "alignformer_lite": 7}
+#: the time table: 16 x the baseline's seconds per epoch / the method's).
+EQUAL_TIME_EPOCHS = {"fianet_lite": 10, "alignformer_lite": 9}
 
 
 def equal_time_comparisons() -> list[Comparison]:
     return [Comparison(f"equal_time-{m}", f"{m} at {e} epochs (the baseline's training time) against the baseline at S",
-                       f"{m}, {e} epochs", (f"method={m}", f"trainer.epochs={e}"), "baseline at S", ("method=baseline",))
+                       f"{m}, {e} epochs", (*S, f"method={m}", f"trainer.epochs={e}"), "baseline at S",
+                       (*S, "method=baseline"))
             for m, e in EQUAL_TIME_EPOCHS.items()] + [
-            Comparison(f"equal_epochs-{m}", f"{m} against the baseline, both at S (equal epochs)", m, (f"method={m}",),
-                       "baseline at S", ("method=baseline",)) for m in EQUAL_TIME_EPOCHS]
+            Comparison(f"equal_epochs-{m}", f"{m} against the baseline, both at S (equal epochs)", m,
+                       (*S, f"method={m}"), "baseline at S", (*S, "method=baseline")) for m in EQUAL_TIME_EPOCHS]
 
 
 def explanation_comparisons(cells: Cells) -> list[Comparison]:
@@ -496,8 +499,8 @@ def explanation_comparisons(cells: Cells) -> list[Comparison]:
         lr = tuned_lr(cells, method)
         if lr is not None and lr != 0.001:
             out.append(Comparison(f"tuned_lr-{method}", f"{method}: tuned lr {lr:g} against the default 1e-3",
-                                  f"lr {lr:g}", (f"method={method}", f"trainer.lr={lr}"), "lr 1e-3",
-                                  (f"method={method}",)))
+                                  f"lr {lr:g}", (*S, f"method={method}", f"trainer.lr={lr}"), "lr 1e-3",
+                                  (*S, f"method={method}")))
     return out
 
 
@@ -519,7 +522,7 @@ def strata_tables(cells: Cells) -> list[str]:
     method's Δ against the baseline with the permutation p over the stratum's samples."""
     frames: dict[str, list[pd.DataFrame]] = {}
     for method in S_METHODS:
-        runs = cells.runs((f"method={method}",))
+        runs = cells.runs((*S, f"method={method}"))
         samples = _samples(runs) if runs else None
         if samples:
             frames[method] = [with_size_bins(f) for f in samples]
@@ -596,7 +599,7 @@ def build_regions(records: Iterable[Mapping[str, Any]], reported: pd.DataFrame, 
     cells = Cells(records)
     evaluated = [evaluate(c, cells, reported) for c in CLAIMS]
     explained = [evaluate(c, cells) for c in explanation_comparisons(cells)]
-    s_runs = cells.runs(("method=baseline",))
+    s_runs = cells.runs((*S, "method=baseline"))
     setting = setting_summary(s_runs[0]) if s_runs else "no baseline run at S yet"
     regions = {
         "setting": [f"S: {setting}.", "", "At S:", "", *plateau_table(cells), "", "The budgets tried before S:", "",
