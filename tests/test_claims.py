@@ -169,3 +169,17 @@ def test_gradient_flow_of_a_trained_run(tmp_path, data_overrides):
         assert {"fusions.0.context_gate", "fusions.0.object_position.spatial"} <= set(result[when]["gates"])
     assert all(v > 0 for v in result["weight_change"].values())  # two steps of AdamW move every trained group
     assert result["step0"]["terms"]["loss"] != result["end"]["terms"]["loss"]
+
+
+@pytest.mark.slow
+def test_the_committed_text_branch_counts_are_what_the_script_gives():
+    """docs/figures/text-branches.json (claims region "text") is what tests/benchmarks/text_branches.py
+    counts on the default synthetic data (generated on first use: slow)."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("text_branches", REPO / "tests" / "benchmarks" / "text_branches.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = json.loads((REPO / "docs" / "figures" / "text-branches.json").read_text())
+    assert module.counts(committed["overrides"]) == committed

@@ -587,6 +587,24 @@ def gradient_tables(path: Path) -> list[str]:
     return lines
 
 
+def text_branch_table(path: Path) -> list[str]:
+    """From ``docs/figures/text-branches.json`` (tests/benchmarks/text_branches.py): per split, how many
+    expressions give FIANet's object branch one word piece (which silences it) and how many have no
+    spatial phrase (the position branch then reads the whole expression)."""
+    if not path.is_file():
+        return [f"No {path.name} yet (python tests/benchmarks/text_branches.py --json docs/figures/{path.name})."]
+    figures = json.loads(path.read_text())
+    rows = []
+    for split, c in figures["splits"].items():
+        n = c["samples"]
+        rows.append([split, n, f"{c['single_piece_object']} ({100 * c['single_piece_object'] / n:.1f} %)",
+                     f"{c['position_is_whole_expression']} ({100 * c['position_is_whole_expression'] / n:.1f} %)"])
+    return [f"`{' '.join(figures['overrides'])}` (data.object_mask={figures['object_mask']}, tokenizer "
+            f"{figures['tokenizer']}):", "",
+            *_table(["split", "expressions", "object mask of one word piece (object branch silent)",
+                     "no spatial phrase (position mask = whole expression)"], rows, "lrrr")]
+
+
 # --------------------------------------------------------------------------- the document
 
 
@@ -610,6 +628,7 @@ def build_regions(records: Iterable[Mapping[str, Any]], reported: pd.DataFrame, 
         "time": [*time_table(cells), "", *comparison_table([evaluate(c, cells) for c in equal_time_comparisons()])],
         "strata": strata_tables(cells),
         "gradients": gradient_tables(figures / "gradient-flow.jsonl"),
+        "text": text_branch_table(figures / "text-branches.json"),
     }
     return {name: "\n".join(lines) + "\n" for name, lines in regions.items()}
 
